@@ -1,0 +1,342 @@
+"""The ``resnet-serve`` command line: export, repo, serve, classify, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from resnet_serve.progress import say, step, warn
+
+DEFAULT_WORKDIR = Path("build")
+DEFAULT_ONNX = DEFAULT_WORKDIR / "resnet50.onnx"
+DEFAULT_REPOSITORY = DEFAULT_WORKDIR / "model_repository"
+
+
+def _add_weights_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="ResNet-50 state_dict or torchvision checkpoint (default: $RESNET_SERVE_WEIGHTS, else torchvision's "
+        "IMAGENET1K_V1, downloaded once into torchvision's cache)",
+    )
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="a fixed-seed random ResNet-50 (for tests and offline machines: classes are meaningless)",
+    )
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server", metavar="PATH", help="tritonserver binary (default: PATH, then the nvidia-pytriton wheel)"
+    )
+    parser.add_argument(
+        "--backend-directory", metavar="DIR", help="Triton backends directory (default: beside the binary)"
+    )
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from resnet_serve.build import export_checked, load_model
+    from resnet_serve.client import read_images
+
+    loaded = load_model(args.weights, args.random_weights, fallback_to_random=False)
+    export_checked(loaded, Path(args.output), read_images(args.check_image), args.opset)
+    print(args.output)
+    return 0
+
+
+def _preprocess_options(args: argparse.Namespace):
+    from resnet_serve.preprocess import PreprocessOptions
+
+    return PreprocessOptions(
+        max_image_bytes=args.max_image_bytes,
+        max_pixels=args.max_pixels,
+        exif_transpose=not args.no_exif_transpose,
+        jpeg_draft=not args.no_jpeg_draft,
+    )
+
+
+def _repository_spec(args: argparse.Namespace):
+    from resnet_serve.repository import RepositorySpec
+
+    classifier = args.classifier or ("trt" if args.plan else "ort")
+    return RepositorySpec(
+        model_file=Path(args.plan or args.onnx),
+        classifier=classifier,
+        max_batch_size=args.max_batch_size,
+        preprocess=_preprocess_options(args),
+        preprocess_instances=args.preprocess_instances,
+        preprocess_threads=args.preprocess_threads,
+        classifier_instances=args.classifier_instances,
+        classifier_threads=args.classifier_threads,
+        max_queue_delay_us=args.max_queue_delay_us,
+    )
+
+
+def cmd_repo(args: argparse.Namespace) -> int:
+    from resnet_serve.repository import write_repository
+
+    spec = _repository_spec(args)
+    with step(f"Writing model repository {args.output} (classifier {spec.classifier_name})"):
+        write_repository(args.output, spec)
+    print(args.output)
+    return 0
+
+
+def _run_until_signal(server) -> int:
+    """Block until SIGINT/SIGTERM or the server's own exit; then stop it."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            if server.process.poll() is not None:
+                say(f"tritonserver exited on its own with code {server.process.returncode}\n{server.log_tail()}")
+                return 1
+        say("Stopping tritonserver (draining in-flight requests) ...")
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from resnet_serve.server import ServerSettings, TritonServer, find_server
+
+    host = "0.0.0.0" if args.public else args.host
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"listening on {host}: anyone who can reach this machine can use the server")
+    repository = Path(args.repository)
+    if not (repository / "ensemble_python_resnet50" / "config.pbtxt").is_file():
+        say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
+        return 2
+    settings = ServerSettings(
+        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose
+    )
+    server = TritonServer(settings, find_server(args.server, args.backend_directory), Path(args.log_file).resolve())
+    with step(f"Starting tritonserver ({server.binary.executable})"):
+        server.start(args.timeout)
+    say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
+    say(f"Server log: {server.log_path}. Ctrl-C stops it.")
+    return _run_until_signal(server)
+
+
+def _print_results(paths: Sequence[str], results, latency_ms: float, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "latency_ms": round(latency_ms, 3),
+                    "images": [
+                        {"image": str(path), "top": [p.__dict__ for p in predictions]}
+                        for path, predictions in zip(paths, results, strict=True)
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    for path, predictions in zip(paths, results, strict=True):
+        print(f"{path}:")
+        for rank, p in enumerate(predictions, 1):
+            print(f"  {rank}. {p.label:<32} {p.probability:7.2%}  (class {p.index}, logit {p.logit:.3f})")
+    print(f"{len(paths)} image(s) in one request: {latency_ms:.1f} ms")
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from resnet_serve.client import TritonClassifier, read_images
+
+    with TritonClassifier(args.url, args.protocol, timeout_s=args.timeout) as client:
+        results, latency_ms = client.classify(read_images(args.images), args.top_k)
+    _print_results(args.images, results, latency_ms, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from resnet_serve.build import ensure_onnx
+    from resnet_serve.client import TritonClassifier, read_images
+    from resnet_serve.repository import RepositorySpec, write_repository
+    from resnet_serve.server import ServerSettings, TritonServer, find_server
+
+    images = read_images(args.images)
+    workdir = Path(args.workdir)
+    onnx = ensure_onnx(workdir / "resnet50.onnx", args.weights, args.random_weights, images, fallback_to_random=True)
+    repository = workdir / "model_repository"
+    with step(f"Writing model repository {repository}"):
+        write_repository(repository, RepositorySpec(model_file=onnx))
+    settings = ServerSettings.on_free_ports(repository.resolve())
+    server = TritonServer(
+        settings, find_server(args.server, args.backend_directory), (workdir / "tritonserver.log").resolve()
+    )
+    with step(f"Starting tritonserver on 127.0.0.1 (log: {server.log_path})"):
+        server.start()
+    try:
+        with TritonClassifier(server.grpc_url, "grpc") as client:
+            client.logits(images[:1])  # first request warms the models
+            results, latency_ms = client.classify(images, args.top_k)
+        _print_results(args.images, results, latency_ms, args.json)
+    finally:
+        with step("Stopping tritonserver"):
+            server.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resnet_serve.preprocess import PreprocessOptions
+    from resnet_serve.repository import CLASSIFIERS
+
+    defaults = PreprocessOptions()
+    parser = argparse.ArgumentParser(
+        prog="resnet-serve",
+        description="Serve ImageNet ResNet-50 classification on NVIDIA Triton (the python_backend "
+        "'preprocessing' ensemble): build, serve, classify.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="build what is missing, serve, classify images, stop",
+        description="The main job in one command: weights -> ONNX -> model repository -> "
+        "tritonserver -> top-k for each image -> stop. Offline, falls back to random weights "
+        "with a warning.",
+    )
+    demo.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    demo.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="where the ONNX model, repository and log go")
+    _add_weights_options(demo)
+    _add_server_options(demo)
+    _add_client_options(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    export = commands.add_parser(
+        "export",
+        help="export ResNet-50 to ONNX and check it against torch",
+        description="torch ResNet-50 -> ONNX (input 'input' [N,3,224,224], output 'output' "
+        "[N,1000], dynamic N); then ONNX Runtime is checked against torch (max abs logit "
+        "difference printed, failure above 1e-3).",
+    )
+    export.add_argument(
+        "--output", "-o", default=str(DEFAULT_ONNX), help=f"ONNX file to write (default {DEFAULT_ONNX})"
+    )
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--check-image",
+        action="append",
+        default=[],
+        metavar="IMG",
+        help="real image(s) for the parity check (repeatable; default: a fixed random batch)",
+    )
+    _add_weights_options(export)
+    export.set_defaults(handler=cmd_export)
+
+    repo = commands.add_parser(
+        "repo",
+        help="write the Triton model repository",
+        description="Write the ensemble (preprocess -> classifier) as a Triton model "
+        "repository. Rewrites a repository it wrote; refuses other non-empty directories.",
+    )
+    repo.add_argument(
+        "--output", "-o", default=str(DEFAULT_REPOSITORY), help=f"directory (default {DEFAULT_REPOSITORY})"
+    )
+    source = repo.add_mutually_exclusive_group()
+    source.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"ONNX model (default {DEFAULT_ONNX})")
+    source.add_argument("--plan", help="TensorRT plan (selects the resnet50_trt classifier)")
+    repo.add_argument(
+        "--classifier",
+        choices=sorted(CLASSIFIERS),
+        help="; ".join(f"{k}: {v[0]}, {v[2]}" for k, v in CLASSIFIERS.items()) + " (default: ort, trt with --plan)",
+    )
+    repo.add_argument("--max-batch-size", type=int, default=256)
+    repo.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait (default 1000)")
+    repo.add_argument("--preprocess-instances", type=int, default=1)
+    repo.add_argument("--preprocess-threads", type=int, default=0, help="decode threads per instance (0: all cores)")
+    repo.add_argument("--classifier-instances", type=int, default=1)
+    repo.add_argument("--classifier-threads", type=int, default=0, help="ONNX Runtime threads (0: ORT's choice)")
+    repo.add_argument(
+        "--max-image-bytes", type=int, default=defaults.max_image_bytes, help="largest encoded image accepted"
+    )
+    repo.add_argument(
+        "--max-pixels", type=int, default=defaults.max_pixels, help="largest decoded image (width*height)"
+    )
+    repo.add_argument(
+        "--no-exif-transpose",
+        action="store_true",
+        help="ignore EXIF orientation (torchvision's behaviour); default rotates as phones expect",
+    )
+    repo.add_argument(
+        "--no-jpeg-draft",
+        action="store_true",
+        help="always decode JPEGs at full size (exact torchvision numbers, slower on big photos)",
+    )
+    repo.set_defaults(handler=cmd_repo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run tritonserver on a repository until Ctrl-C",
+        description="Start tritonserver on the repository and keep it running; Ctrl-C or "
+        "SIGTERM drains in-flight requests and stops it.",
+    )
+    serve.add_argument(
+        "--repository", default=str(DEFAULT_REPOSITORY), help=f"model repository (default {DEFAULT_REPOSITORY})"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--public", action="store_true", help="listen on all interfaces (0.0.0.0), with a warning")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--log-file", default=str(DEFAULT_WORKDIR / "tritonserver.log"))
+    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    _add_server_options(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    classify = commands.add_parser(
+        "classify",
+        help="classify images on a running server",
+        description="Send the images in ONE request (UINT8 [N, L], zero-padded) to "
+        "ensemble_python_resnet50 and print the top-k classes.",
+    )
+    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify.add_argument("--url", help="server address (default 127.0.0.1:8001 for grpc, :8000 for http)")
+    classify.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    classify.add_argument("--timeout", type=float, default=60.0, help="request timeout in seconds")
+    _add_client_options(classify)
+    classify.set_defaults(handler=cmd_classify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:
+        if _is_expected(exc):
+            say(f"error: {exc}")
+            return 1
+        raise
+
+
+def _is_expected(exc: Exception) -> bool:
+    """Errors with a message meant for the user (printed without a traceback)."""
+    from tritonclient.utils import InferenceServerException
+
+    from resnet_serve.errors import ResnetServeError
+
+    return isinstance(exc, (ResnetServeError, FileNotFoundError, InferenceServerException))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Classify images over gRPC or HTTP with tritonclient.
+
+Several images of different sizes travel in ONE request: UINT8 [N, L], each image zero-padded to
+the longest (JPEG, PNG and the other formats' decoders stop at their own end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnet_serve.repository import ENSEMBLE_NAME, labels
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+    logit: float
+
+
+def pack_images(images: Sequence[bytes]) -> np.ndarray:
+    """Encoded images -> UINT8 [N, L], each row zero-padded to the longest image."""
+    if not images:
+        raise ValueError("no images to send")
+    batch = np.zeros((len(images), max(len(image) for image in images)), dtype=np.uint8)
+    for row, image in zip(batch, images, strict=True):
+        row[: len(image)] = np.frombuffer(image, dtype=np.uint8)
+    return batch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def top_k(logits: np.ndarray, k: int = 5, names: Sequence[str] | None = None) -> list[list[Prediction]]:
+    """The ``k`` most probable classes of each row of [N, 1000] logits, best first."""
+    names = names or labels()
+    probabilities = softmax(logits.astype(np.float64))
+    best = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    return [
+        [Prediction(int(i), names[i], float(p[i]), float(row[i])) for i in order]
+        for row, p, order in zip(logits, probabilities, best, strict=True)
+    ]
+
+
+class TritonClassifier:
+    """A client for the ensemble (``protocol`` grpc or http)."""
+
+    def __init__(
+        self, url: str | None = None, protocol: str = "grpc", model: str = ENSEMBLE_NAME, timeout_s: float = 60.0
+    ):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
+        self.url = url or DEFAULT_URLS[protocol]
+        if protocol == "grpc":
+            import tritonclient.grpc as triton
+        else:
+            import tritonclient.http as triton
+        self._triton = triton
+        self._client = triton.InferenceServerClient(
+            self.url, **({} if protocol == "grpc" else {"network_timeout": timeout_s})
+        )
+
+    def logits(self, images: Sequence[bytes]) -> np.ndarray:
+        """FP32 [N, 1000] logits for N encoded images, sent as one request."""
+        batch = pack_images(images)
+        request_input = self._triton.InferInput("INPUT", list(batch.shape), "UINT8")
+        request_input.set_data_from_numpy(batch)
+        output = self._triton.InferRequestedOutput("OUTPUT")
+        extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        result = self._client.infer(self.model, [request_input], outputs=[output], **extra)
+        return result.as_numpy("OUTPUT")
+
+    def classify(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction]], float]:
+        """Top-``k`` predictions per image and the request's latency in milliseconds."""
+        start = time.perf_counter()
+        logits = self.logits(images)
+        return top_k(logits, k), (time.perf_counter() - start) * 1000.0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TritonClassifier:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def read_images(paths: Sequence[Path | str]) -> list[bytes]:
+    """Read image files as bytes, with a clear error for a missing one."""
+    blobs = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        blobs.append(path.read_bytes())
+    return blobs

@@ -1,0 +1,25 @@
+"""Reading a Triton model's config parameters inside a Python-backend model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def config_parameters(args: Mapping[str, Any]) -> dict[str, str]:
+    """The ``parameters`` of the model config that Triton passes to ``initialize(args)``."""
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def int_parameter(params: Mapping[str, str], name: str, default: int) -> int:
+    """An integer parameter, ``default`` when absent or empty."""
+    value = params.get(name, "").strip()
+    return int(value) if value else default
+
+
+def bool_parameter(params: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no parameter ("true", "1", "yes", "on" are true), ``default`` when absent."""
+    value = params.get(name, "").strip().lower()
+    return value in ("true", "1", "yes", "on") if value else default

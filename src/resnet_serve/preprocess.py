@@ -1,0 +1,203 @@
+"""Image bytes -> normalized float32 tensors, as torchvision's ImageNet eval transform.
+
+Pure functions over Pillow and numpy (no torch): the Triton preprocess model is a thin shell
+over :func:`preprocess_batch`. The numbers follow ``Resize(256) -> CenterCrop(224) -> ToTensor ->
+Normalize(IMAGENET_MEAN, IMAGENET_STD)`` on a PIL image converted to RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from resnet_serve.errors import ResnetServeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ToTensor (x / 255) and Normalize ((x - mean) / std) fused into one multiply-add per channel.
+_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
+_BIAS = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD)).astype(np.float32)
+
+
+class ImageError(ResnetServeError, ValueError):
+    """An input image that cannot be preprocessed; the message says why."""
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """How images are decoded and shaped; defaults match torchvision's eval transform."""
+
+    resize: int = 256
+    crop: int = 224
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    exif_transpose: bool = True
+    jpeg_draft: bool = True
+
+
+def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
+    """Decode encoded image bytes into an RGB image, refusing oversized or broken input."""
+    if not data:
+        raise ImageError("empty image")
+    if len(data) > options.max_image_bytes:
+        raise ImageError(f"{len(data)} bytes exceeds the limit of {options.max_image_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb refused: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except Exception as exc:  # Pillow raises many types for unreadable data
+        raise ImageError(f"not a decodable image ({exc})") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"invalid image size {width}x{height}")
+    if width * height > options.max_pixels:
+        raise ImageError(f"{width}x{height} pixels exceeds the limit of {options.max_pixels}")
+    try:
+        if options.jpeg_draft and image.format == "JPEG":
+            _draft_for_resize(image, options.resize)
+        image.load()
+        if options.exif_transpose:
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{image.format or 'image'} decode failed ({exc})") from None
+
+
+def _draft_for_resize(image: Image.Image, shorter_side: int) -> None:
+    """Let libjpeg scale by 1/2, 1/4 or 1/8 in the DCT while at least 2x the resize target stays.
+
+    Keeping twice the target keeps the final antialiased resize doing most of the work, which holds
+    the result close to a full decode (benchmarks/RESULTS.md has the measured difference).
+    """
+    width, height = image.size
+    scale = 2 * shorter_side / min(width, height)
+    if scale < 1.0:
+        image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; 16-bit and float gray are scaled to 8 bits first."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        gray = np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's rounding)."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)
+    return image.resize(new_size, Image.Resampling.BILINEAR)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Crop the central ``size`` x ``size`` square (torchvision's rounding; pads if smaller)."""
+    width, height = image.size
+    if width < size or height < size:
+        padded = Image.new("RGB", (max(width, size), max(height, size)))
+        padded.paste(image, ((padded.width - width) // 2, (padded.height - height) // 2))
+        image, width, height = padded, padded.width, padded.height
+    left = round((width - size) / 2.0)
+    top = round((height - size) / 2.0)
+    return image.crop((left, top, left + size, top + size))
+
+
+def normalize_into(image: Image.Image, out: np.ndarray) -> np.ndarray:
+    """Write the CHW float32 ImageNet-normalized pixels of an RGB image into ``out``."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    np.multiply(pixels.transpose(2, 0, 1), _SCALE[:, None, None], out=out, dtype=np.float32)
+    out += _BIAS[:, None, None]
+    return out
+
+
+def preprocess_image(
+    data: bytes, options: PreprocessOptions = PreprocessOptions(), out: np.ndarray | None = None
+) -> np.ndarray:
+    """One encoded image -> float32 [3, crop, crop]."""
+    if out is None:
+        out = np.empty((3, options.crop, options.crop), dtype=np.float32)
+    image = decode_rgb(data, options)
+    image = center_crop(resize_shorter_side(image, options.resize), options.crop)
+    return normalize_into(image, out)
+
+
+def rows_to_bytes(batch: np.ndarray) -> list[bytes]:
+    """Split a UINT8 [N, L] request tensor into N encoded images (zero padding kept: decoders stop
+    at their end marker)."""
+    if batch.dtype != np.uint8:
+        raise ImageError(f"expected UINT8 image bytes, got {batch.dtype}")
+    if batch.ndim == 1:
+        batch = batch[None, :]
+    if batch.ndim != 2:
+        raise ImageError(f"expected a [batch, bytes] tensor, got shape {list(batch.shape)}")
+    return [row.tobytes() for row in batch]
+
+
+def preprocess_batch(
+    images: Sequence[bytes],
+    options: PreprocessOptions = PreprocessOptions(),
+    executor: Executor | None = None,
+) -> tuple[np.ndarray, list[ImageError | None]]:
+    """Preprocess many images into one preallocated [N, 3, crop, crop] array.
+
+    Returns the array and one entry per image: ``None`` when it worked, else the ImageError (its
+    slot in the array is left undefined). Work spreads over ``executor`` when given; Pillow releases
+    the GIL while decoding and resizing.
+    """
+    out = np.empty((len(images), 3, options.crop, options.crop), dtype=np.float32)
+
+    def run(index: int) -> ImageError | None:
+        try:
+            preprocess_image(images[index], options, out[index])
+        except ImageError as exc:
+            return exc
+        return None
+
+    indices = range(len(images))
+    errors = list(executor.map(run, indices)) if executor and len(images) > 1 else [run(i) for i in indices]
+    return out, errors
+
+
+def preprocess_requests(
+    requests: Sequence[Sequence[bytes]],
+    options: PreprocessOptions = PreprocessOptions(),
+    executor: Executor | None = None,
+) -> list[np.ndarray | str]:
+    """Preprocess the images of several requests together; one result per request.
+
+    A result is the request's [n, 3, crop, crop] array, or an error message naming each image of
+    that request that failed (the other requests are unaffected).
+    """
+    flat = [image for images in requests for image in images]
+    batch, errors = preprocess_batch(flat, options, executor)
+    results: list[np.ndarray | str] = []
+    start = 0
+    for images in requests:
+        stop = start + len(images)
+        failed = [f"image {i}: {err}" for i, err in enumerate(errors[start:stop]) if err is not None]
+        results.append("; ".join(failed) if failed else batch[start:stop])
+        start = stop
+    return results

@@ -1,0 +1,194 @@
+"""Writes the Triton model repository: preprocess -> classifier, as the seed's ensemble.
+
+Configs are ``model_config_pb2.ModelConfig`` messages written with protobuf's ``text_format``. The
+ensemble keeps the seed's contract: ``ensemble_python_resnet50``, input ``INPUT`` UINT8 [-1],
+output ``OUTPUT`` FP32 [1000], max_batch_size 256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from resnet_serve.errors import ResnetServeError
+from resnet_serve.preprocess import PreprocessOptions
+
+ENSEMBLE_NAME = "ensemble_python_resnet50"
+PREPROCESS_NAME = "preprocess"
+MARKER_FILE = ".resnet_serve.json"
+LABELS_FILE = "labels.txt"
+NUM_CLASSES = 1000
+
+# classifier kind -> (model name, model file name, how Triton runs it)
+CLASSIFIERS = {
+    "ort": ("resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"),
+    "onnx": ("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
+    "trt": ("resnet50_trt", "model.plan", "tensorrt_plan (NVIDIA's containers with a GPU)"),
+}
+
+
+class RepositoryError(ResnetServeError):
+    """The repository cannot be written as asked."""
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    """What goes into the repository."""
+
+    model_file: Path
+    classifier: str = "ort"
+    max_batch_size: int = 256
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+    preprocess_instances: int = 1
+    preprocess_threads: int = 0
+    classifier_instances: int = 1
+    classifier_threads: int = 0
+    max_queue_delay_us: int = 1000
+
+    @property
+    def classifier_name(self) -> str:
+        return CLASSIFIERS[self.classifier][0]
+
+
+def labels() -> list[str]:
+    """The 1000 ImageNet class names, upper case as in the seed (index 504 is ``COFFEE MUG``)."""
+    return resources.files("resnet_serve").joinpath(LABELS_FILE).read_text().splitlines()
+
+
+def _parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        config.parameters[key].string_value = text
+
+
+def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """Python-backend preprocess: UINT8 [-1] (ragged, so images of any size batch together)."""
+    config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
+    config.input.add(name="INPUT_0", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
+    config.output.add(name="OUTPUT_0", data_type=mc.TYPE_FP32, dims=[3, spec.preprocess.crop, spec.preprocess.crop])
+    # A Python model with UINT8 input must run in a KIND_CPU instance group.
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
+    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    options = asdict(spec.preprocess)
+    _parameters(
+        config, {key: options[key] for key in ("max_image_bytes", "max_pixels", "exif_transpose", "jpeg_draft")}
+    )
+    _parameters(config, {"threads": spec.preprocess_threads})
+    return config
+
+
+def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """The ResNet-50 step: ``input`` FP32 [3, 224, 224] -> ``output`` FP32 [1000] with labels."""
+    name = spec.classifier_name
+    config = mc.ModelConfig(name=name, max_batch_size=spec.max_batch_size)
+    if spec.classifier == "ort":
+        config.backend = "python"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
+        _parameters(config, {"intra_op_threads": spec.classifier_threads})
+    elif spec.classifier == "onnx":
+        config.backend = "onnxruntime"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO, count=spec.classifier_instances)
+    else:
+        config.platform = "tensorrt_plan"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
+    crop = spec.preprocess.crop
+    config.input.add(name="input", data_type=mc.TYPE_FP32, dims=[3, crop, crop])
+    config.output.add(name="output", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    return config
+
+
+def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """The seed's ensemble: ``INPUT`` -> preprocess -> classifier -> ``OUTPUT``."""
+    config = mc.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=spec.max_batch_size)
+    config.input.add(name="INPUT", data_type=mc.TYPE_UINT8, dims=[-1])
+    config.output.add(name="OUTPUT", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    steps = config.ensemble_scheduling.step
+    steps.add(
+        model_name=PREPROCESS_NAME,
+        model_version=-1,
+        input_map={"INPUT_0": "INPUT"},
+        output_map={"OUTPUT_0": "preprocessed_image"},
+    )
+    steps.add(
+        model_name=spec.classifier_name,
+        model_version=-1,
+        input_map={"input": "preprocessed_image"},
+        output_map={"output": "OUTPUT"},
+    )
+    return config
+
+
+def _write_config(model_dir: Path, config: mc.ModelConfig) -> None:
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+
+
+def _install_file(source: Path, target: Path) -> None:
+    """Hard-link when possible (the ONNX model is ~100 MB), else copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _model_source(name: str) -> str:
+    return resources.files("resnet_serve.triton_models").joinpath(f"{name}.py").read_text()
+
+
+def prepare_directory(root: Path) -> None:
+    """Make ``root`` ready to hold a repository; refuse a non-empty directory we did not write."""
+    if root.exists() and any(root.iterdir()) and not (root / MARKER_FILE).exists():
+        raise RepositoryError(f"{root} is not empty and was not written by resnet-serve; choose another directory")
+    if root.exists():
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
+    """Write (or rewrite) the whole model repository under ``root`` and return its path."""
+    root = Path(root)
+    if spec.classifier not in CLASSIFIERS:
+        raise RepositoryError(f"unknown classifier {spec.classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+    model_file = Path(spec.model_file)
+    if not model_file.is_file():
+        raise RepositoryError(f"model file {model_file} does not exist")
+    prepare_directory(root)
+    label_text = "\n".join(labels()) + "\n"
+
+    preprocess_dir = root / PREPROCESS_NAME
+    _write_config(preprocess_dir, preprocess_config(spec))
+    (preprocess_dir / "1" / "model.py").write_text(_model_source("preprocess"))
+
+    name, file_name, _ = CLASSIFIERS[spec.classifier]
+    classifier_dir = root / name
+    _write_config(classifier_dir, classifier_config(spec))
+    _install_file(model_file, classifier_dir / "1" / file_name)
+    (classifier_dir / LABELS_FILE).write_text(label_text)
+    if spec.classifier == "ort":
+        (classifier_dir / "1" / "model.py").write_text(_model_source("classifier_ort"))
+
+    ensemble_dir = root / ENSEMBLE_NAME
+    _write_config(ensemble_dir, ensemble_config(spec))
+    (ensemble_dir / LABELS_FILE).write_text(label_text)
+
+    marker = {"written_by": "resnet-serve", "classifier": name, "model_file": str(model_file.resolve())}
+    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+    return root
+
+
+def read_config(path: Path | str) -> mc.ModelConfig:
+    """Parse a ``config.pbtxt`` back into a ModelConfig."""
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())

@@ -1,0 +1,244 @@
+"""Find or launch ``tritonserver``, wait until it is ready, stop it cleanly.
+
+Where the server comes from, in order: ``--server PATH``, ``tritonserver`` on PATH, or the binary
+bundled in the ``nvidia-pytriton`` wheel (installed with ``--no-deps``; only its server is used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resnet_serve.errors import ResnetServeError
+
+
+class ServerError(ResnetServeError):
+    """The server could not be found, started or made ready."""
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A tritonserver executable, its backends and the environment it needs."""
+
+    executable: Path
+    backend_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _bundled_server() -> ServerBinary | None:
+    """The tritonserver inside the nvidia-pytriton wheel, made ready for this Python."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    root = package / "tritonserver"
+    executable = root / "bin" / "tritonserver"
+    if not executable.is_file():
+        return None
+    backend_dir = root / "backends"
+    _install_python_stub(root)
+    libs = package.parent / "nvidia_pytriton.libs"
+    return ServerBinary(executable, backend_dir, {"LD_LIBRARY_PATH": str(libs)})
+
+
+def _install_python_stub(root: Path) -> None:
+    """Copy the Python-backend stub built for this interpreter's version next to the backend."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    source = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    target = root / "backends" / "python" / "triton_python_backend_stub"
+    if not source.is_file():
+        raise ServerError(f"the bundled tritonserver has no Python-backend stub for Python {version}")
+    for binary in (root / "bin" / "tritonserver", source):
+        if not os.access(binary, os.X_OK):
+            binary.chmod(binary.stat().st_mode | 0o111)
+    if not target.is_file() or target.stat().st_size != source.stat().st_size:
+        shutil.copy2(source, target)
+
+
+def find_server(server: str | Path | None = None, backend_dir: str | Path | None = None) -> ServerBinary:
+    """Locate tritonserver: an explicit path, then PATH, then the nvidia-pytriton wheel."""
+    if server:
+        executable = Path(server)
+        if not (executable.is_file() and os.access(executable, os.X_OK)):
+            raise ServerError(f"--server {server} is not an executable file")
+    elif found := shutil.which("tritonserver"):
+        executable = Path(found)
+    else:
+        bundled = _bundled_server()
+        if bundled is None:
+            raise ServerError(
+                "no tritonserver found: pass --server PATH, put tritonserver on PATH, or "
+                "`pip install --no-deps nvidia-pytriton` (see the README)"
+            )
+        return bundled if backend_dir is None else ServerBinary(bundled.executable, Path(backend_dir), bundled.env)
+    default_backends = executable.resolve().parent.parent / "backends"
+    return ServerBinary(executable, Path(backend_dir) if backend_dir else default_backends)
+
+
+def server_environment(binary: ServerBinary) -> dict[str, str]:
+    """The environment for the server: its libraries, and this Python first on PATH.
+
+    The Python-backend stub imports packages from the first ``python`` on PATH, so the active
+    virtual environment (with numpy < 2, Pillow, onnxruntime and resnet_serve) must come first.
+    """
+    env = dict(os.environ)
+    library_dirs = [
+        binary.env.get("LD_LIBRARY_PATH", ""),
+        sysconfig.get_config_var("LIBDIR") or "",
+        env.get("LD_LIBRARY_PATH", ""),
+    ]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(d for d in library_dirs if d)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerSettings:
+    """Addresses and options for one tritonserver process."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    log_verbose: int = 0
+    extra_args: Sequence[str] = ()
+
+    @classmethod
+    def on_free_ports(cls, repository: Path, host: str = "127.0.0.1", **kwargs) -> ServerSettings:
+        return cls(repository, host, free_port(host), free_port(host), free_port(host), **kwargs)
+
+    def command(self, binary: ServerBinary) -> list[str]:
+        return [
+            str(binary.executable),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={binary.backend_dir}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+
+class TritonServer:
+    """One tritonserver process: ``with TritonServer(settings) as server: ...``."""
+
+    def __init__(self, settings: ServerSettings, binary: ServerBinary | None = None, log_path: Path | None = None):
+        self.settings = settings
+        self.binary = binary or find_server()
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{_connect_host(self.settings.host)}:{self.settings.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{_connect_host(self.settings.host)}:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_connect_host(self.settings.host)}:{self.settings.metrics_port}/metrics"
+
+    def start(self, timeout: float = 180.0) -> TritonServer:
+        """Launch the server and block until it reports ready (or raise with its log)."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.settings.command(self.binary),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_environment(self.binary),
+                start_new_session=True,  # its own process group: stubs stop with it
+            )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return f"--- last lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the server's process group (Triton drains in-flight requests), then SIGKILL."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
+        return self.process.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _connect_host(host: str) -> str:
+    """Where a client connects for a server bound to ``host``."""
+    return (
+        "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    )

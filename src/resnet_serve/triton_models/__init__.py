@@ -1,0 +1,1 @@
+"""``model.py`` files that ``repository.py`` installs into the Triton model repository."""
