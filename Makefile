@@ -1,0 +1,31 @@
+# The README's commands. `make demo` and `make test` each build the venv first when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+IMAGE ?= ../shared/data/mug.jpg
+# Only its tritonserver binary is used; its own dependencies would pin tritonclient 2.5x and protobuf 4.
+PYTRITON := nvidia-pytriton==0.7.0
+
+.PHONY: install demo test lint clean
+
+$(BIN)/resnet-serve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[export,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(PYTRITON)
+	@touch $@
+
+install: $(BIN)/resnet-serve
+
+demo: install
+	$(BIN)/resnet-serve demo $(IMAGE)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""Shared fixtures: real images, a fixed-seed ResNet-50, its ONNX export, and a real tritonserver.
+
+No real ImageNet weights exist on these machines, so the served model is a fixed-seed random
+ResNet-50 and tests compare served logits with an in-process torch reference on the same weights.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_serve.preprocess import PreprocessOptions
+from resnet_serve.repository import RepositorySpec, write_repository
+from resnet_serve.server import ServerSettings, TritonServer
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("RESNET_SERVE_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def mug_jpeg() -> bytes:
+    path = DATA_DIR / "mug.jpg"
+    if not path.is_file():
+        pytest.fail(f"test image {path} is missing: set RESNET_SERVE_TEST_DATA to the folder holding mug.jpg")
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def mug_image(mug_jpeg: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(mug_jpeg)).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def images(mug_jpeg: bytes, mug_image: Image.Image) -> dict[str, bytes]:
+    """Real images of different sizes, formats and modes, all made from mug.jpg."""
+    small = mug_image.resize((500, 375), Image.Resampling.LANCZOS)
+    return {
+        "mug.jpg": mug_jpeg,
+        "mug_500x375.jpg": encode(small, "JPEG", quality=90),
+        "mug_portrait.png": encode(small.transpose(Image.Transpose.ROTATE_90), "PNG"),
+        "mug_gray.png": encode(small.convert("L"), "PNG"),
+        "mug_rgba.png": encode(small.convert("RGBA"), "PNG"),
+        "mug_cmyk.jpg": encode(small.convert("CMYK"), "JPEG", quality=90),
+        "mug_palette.png": encode(small.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "mug_tiny.jpg": encode(mug_image.resize((120, 90)), "JPEG", quality=90),
+    }
+
+
+@pytest.fixture(scope="session")
+def model():
+    from resnet_serve.weights import random_resnet50
+
+    return random_resnet50().model
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory, model) -> Path:
+    from resnet_serve.export import export_onnx
+
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "resnet50.onnx")
+
+
+def reference_logits(model, images: list[bytes]) -> np.ndarray:
+    """torchvision's ImageNet eval transform + the torch model, in process: the ground truth."""
+    import torch
+    from torchvision import transforms
+
+    transform = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
+    batch = torch.stack([transform(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
+    with torch.inference_mode():
+        return model(batch).numpy()
+
+
+# The served repository decodes JPEGs at full size (jpeg_draft off) so that its numbers can be held to
+# torchvision's exactly; the speed default (draft on) is bounded separately in test_preprocess.py.
+EXACT = PreprocessOptions(jpeg_draft=False, exif_transpose=False)
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory, onnx_model: Path) -> Path:
+    root = tmp_path_factory.mktemp("repo") / "model_repository"
+    return write_repository(root, RepositorySpec(model_file=onnx_model, preprocess=EXACT, max_queue_delay_us=2000))
+
+
+@pytest.fixture(scope="session")
+def server(repository: Path, tmp_path_factory):
+    settings = ServerSettings.on_free_ports(repository)
+    log = tmp_path_factory.mktemp("log") / "tritonserver.log"
+    with TritonServer(settings, log_path=log) as running:
+        yield running

@@ -1,0 +1,85 @@
+"""The generated model repository: configs parse back and keep the seed's contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from resnet_serve.repository import (
+    ENSEMBLE_NAME,
+    RepositoryError,
+    RepositorySpec,
+    labels,
+    read_config,
+    write_repository,
+)
+
+
+@pytest.fixture
+def fake_onnx(tmp_path: Path) -> Path:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not read by the writer")
+    return path
+
+
+def test_labels_are_the_seeds():
+    names = labels()
+    assert len(names) == 1000 and names[504] == "COFFEE MUG" and names[0] == "TENCH"
+
+
+def test_ensemble_keeps_the_seed_contract(tmp_path, fake_onnx):
+    root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx))
+    ensemble = read_config(root / ENSEMBLE_NAME / "config.pbtxt")
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 256
+    (inp,) = ensemble.input
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("INPUT", mc.TYPE_UINT8, [-1])
+    (out,) = ensemble.output
+    assert (out.name, out.data_type, list(out.dims)) == ("OUTPUT", mc.TYPE_FP32, [1000])
+    first, second = ensemble.ensemble_scheduling.step
+    assert first.model_name == "preprocess" and dict(first.input_map) == {"INPUT_0": "INPUT"}
+    assert second.model_name == "resnet50_ort" and dict(second.output_map) == {"output": "OUTPUT"}
+    assert (root / ENSEMBLE_NAME / "1").is_dir()
+
+
+def test_steps_are_configured_for_batching(tmp_path, fake_onnx):
+    root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx, max_queue_delay_us=500))
+    preprocess = read_config(root / "preprocess" / "config.pbtxt")
+    assert preprocess.backend == "python" and preprocess.input[0].allow_ragged_batch
+    assert preprocess.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # UINT8 input needs KIND_CPU
+    assert preprocess.dynamic_batching.max_queue_delay_microseconds == 500
+    assert preprocess.parameters["jpeg_draft"].string_value == "true"
+    classifier = read_config(root / "resnet50_ort" / "config.pbtxt")
+    assert classifier.output[0].label_filename == "labels.txt"
+    assert (root / "resnet50_ort" / "labels.txt").read_text().splitlines()[504] == "COFFEE MUG"
+    assert (root / "resnet50_ort" / "1" / "model.onnx").read_bytes() == fake_onnx.read_bytes()
+    assert "TritonPythonModel" in (root / "preprocess" / "1" / "model.py").read_text()
+
+
+def test_plan_gives_a_tensorrt_classifier(tmp_path):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"plan")
+    root = write_repository(tmp_path / "repo", RepositorySpec(model_file=plan, classifier="trt"))
+    config = read_config(root / "resnet50_trt" / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and (root / "resnet50_trt" / "1" / "model.plan").is_file()
+    assert read_config(root / ENSEMBLE_NAME / "config.pbtxt").ensemble_scheduling.step[1].model_name == "resnet50_trt"
+
+
+def test_refuses_a_foreign_directory_but_rewrites_its_own(tmp_path, fake_onnx):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(RepositoryError, match="not written by resnet-serve"):
+        write_repository(foreign, RepositorySpec(model_file=fake_onnx))
+    assert (foreign / "precious.txt").read_text() == "keep me"
+
+    ours = write_repository(tmp_path / "ours", RepositorySpec(model_file=fake_onnx))
+    (ours / "stale_model").mkdir()
+    write_repository(ours, RepositorySpec(model_file=fake_onnx))
+    assert not (ours / "stale_model").exists()
+
+
+def test_missing_model_file_is_an_error(tmp_path):
+    with pytest.raises(RepositoryError, match="does not exist"):
+        write_repository(tmp_path / "repo", RepositorySpec(model_file=tmp_path / "nope.onnx"))
