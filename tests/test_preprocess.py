@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from resnet_serve.preprocess import (
+    EXIF_ORIENTATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageError,
@@ -64,7 +65,7 @@ def test_small_jpeg_is_not_drafted(images):
 def test_exif_orientation_is_honoured_by_default(mug_image):
     upright = mug_image.resize((400, 300))
     exif = Image.Exif()
-    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    exif[EXIF_ORIENTATION] = 6  # stored rotated: viewers turn it 90 degrees clockwise
     stored = encode(upright.transpose(Image.Transpose.ROTATE_90), "PNG", exif=exif.tobytes())
     expected = preprocess_image(encode(upright, "PNG"))
     np.testing.assert_allclose(preprocess_image(stored), expected, atol=1e-6)
@@ -124,7 +125,7 @@ HIGH = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)
     width=st.integers(1, 1200),
     height=st.integers(1, 1200),
     mode=st.sampled_from(["RGB", "L", "LA", "P", "RGBA", "CMYK", "I;16", "1"]),
-    fmt=st.sampled_from(["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]),
+    fmt=st.sampled_from(["PNG", "JPEG", "JPEG progressive", "BMP", "WEBP", "GIF", "TIFF"]),
     seed=st.integers(0, 2**16),
 )
 def test_any_size_mode_and_format_gives_a_valid_tensor(width, height, mode, fmt, seed):
@@ -133,7 +134,7 @@ def test_any_size_mode_and_format_gives_a_valid_tensor(width, height, mode, fmt,
     if mode == "I;16":
         image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
     try:
-        data = encode(image, fmt)
+        data = encode(image, fmt.split()[0], **({"progressive": True} if "progressive" in fmt else {}))
     except (OSError, ValueError, KeyError):
         return  # Pillow cannot write that mode in that format: nothing to decode
     out = preprocess_image(data)

@@ -20,6 +20,7 @@ from resnet_serve.errors import ResnetServeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+EXIF_ORIENTATION = 0x0112
 
 # ToTensor (x / 255) and Normalize ((x - mean) / std) fused into one multiply-add per channel.
 _SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
@@ -67,7 +68,7 @@ def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) ->
         if options.jpeg_draft and image.format == "JPEG":
             _draft_for_resize(image, options.resize)
         image.load()
-        if options.exif_transpose:
+        if options.exif_transpose and image.getexif().get(EXIF_ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
     except ImageError:

@@ -1,0 +1,115 @@
+"""Bad input never takes anything down: a bounded fuzz of the pure functions, then a flood of
+malformed payloads through the real server, after which a good request gives the same logits."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tritonclient.utils import InferenceServerException
+
+from resnet_serve.client import TritonClassifier
+from resnet_serve.preprocess import ImageError, PreprocessOptions, preprocess_image
+from resnet_serve.repository import ENSEMBLE_NAME
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels and holds almost no data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+def malformed_payloads(valid: list[bytes], count: int, seed: int = 0) -> list[bytes]:
+    """Random bytes, truncations, bit flips and huge declared sizes, made from valid images."""
+    rng = np.random.default_rng(seed)
+    payloads = [b"\x00" * 64, b"\xff\xd8\xff", png_header(100_000, 100_000), png_header(0, 5)]
+    while len(payloads) < count:
+        base = valid[int(rng.integers(len(valid)))]
+        kind = len(payloads) % 3
+        if kind == 0:
+            payloads.append(rng.integers(0, 256, int(rng.integers(1, 4096)), dtype=np.uint8).tobytes())
+        elif kind == 1:
+            payloads.append(base[: int(rng.integers(1, len(base) - 1))])
+        else:
+            corrupt = bytearray(base[:20_000])
+            for position in rng.integers(0, len(corrupt), 16):
+                corrupt[position] ^= 0xFF
+            payloads.append(bytes(corrupt[: int(rng.integers(100, len(corrupt)))]))
+    return payloads
+
+
+def check_outcome(data: bytes) -> None:
+    """The only allowed outcomes: a valid tensor, or an ImageError."""
+    try:
+        out = preprocess_image(data, PreprocessOptions(max_pixels=20_000_000))
+    except ImageError:
+        return
+    assert out.shape == (3, 224, 224) and np.isfinite(out).all()
+
+
+def test_huge_declared_size_is_refused_before_decoding():
+    with pytest.raises(ImageError, match=r"100000x100000 pixels exceeds|decompression bomb"):
+        preprocess_image(png_header(100_000, 100_000))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=2048))
+def test_fuzz_random_bytes(data):
+    check_outcome(data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_mutated_real_images(images, data):
+    base = images[data.draw(st.sampled_from(["mug_500x375.jpg", "mug_gray.png", "mug_tiny.jpg"]))]
+    mutated = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 8))):
+        mutated[data.draw(st.integers(0, len(mutated) - 1))] = data.draw(st.integers(0, 255))
+    check_outcome(bytes(mutated[: data.draw(st.integers(1, len(mutated)))]))
+
+
+def test_server_survives_hundreds_of_malformed_payloads(server, images):
+    good = images["mug_500x375.jpg"]
+    with TritonClassifier(server.grpc_url) as client:
+        before = client.logits([good])
+    payloads = malformed_payloads(list(images.values()), 300)
+
+    def send(payload: bytes) -> str:
+        with TritonClassifier(server.grpc_url, timeout_s=30) as client:
+            try:
+                client.logits([payload])
+            except InferenceServerException as exc:
+                return exc.message()
+        return "ok"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(send, payloads))
+    failures = [o for o in outcomes if o != "ok"]
+    assert len(failures) > 250  # nearly all are undecodable; a few bit flips still decode
+    assert all("image 0:" in message for message in failures), {m for m in failures if "image 0:" not in m}
+    with TritonClassifier(server.grpc_url) as client:
+        np.testing.assert_array_equal(client.logits([good]), before)
+
+
+def test_wrong_dtype_or_shape_is_refused_by_triton(server, images):
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    wrong_type = grpcclient.InferInput("INPUT", [1, 8], "FP32")
+    wrong_type.set_data_from_numpy(np.zeros((1, 8), np.float32))
+    with pytest.raises(InferenceServerException, match=r"(?i)data.?type"):
+        client.infer(ENSEMBLE_NAME, [wrong_type])
+    padding_only = grpcclient.InferInput("INPUT", [2, 16], "UINT8")
+    padding_only.set_data_from_numpy(np.zeros((2, 16), np.uint8))
+    with pytest.raises(InferenceServerException, match="image 0: not a recognised image format"):
+        client.infer(ENSEMBLE_NAME, [padding_only])
+    with TritonClassifier(server.grpc_url) as ours:
+        assert ours.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
