@@ -10,10 +10,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from resnet_serve.preprocess import ImageError
 from resnet_serve.progress import say, step, warn
 
 DEFAULT_WORKDIR = Path("build")
 DEFAULT_ONNX = DEFAULT_WORKDIR / "resnet50.onnx"
+DEFAULT_INT8 = DEFAULT_WORKDIR / "resnet50.int8.onnx"
 DEFAULT_REPOSITORY = DEFAULT_WORKDIR / "model_repository"
 
 
@@ -41,6 +43,35 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_repository_options(parser: argparse.ArgumentParser) -> None:
+    """How the repository's steps batch, thread and guard their input (repo and bench)."""
+    from resnet_serve.preprocess import PreprocessOptions
+
+    defaults = PreprocessOptions()
+    parser.add_argument("--max-batch-size", type=int, default=256)
+    parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait (default 1000)")
+    parser.add_argument("--preprocess-instances", type=int, default=1)
+    parser.add_argument("--preprocess-threads", type=int, default=0, help="decode threads per instance (0: all cores)")
+    parser.add_argument("--classifier-instances", type=int, default=1)
+    parser.add_argument("--classifier-threads", type=int, default=0, help="ONNX Runtime threads (0: ORT's choice)")
+    parser.add_argument(
+        "--max-image-bytes", type=int, default=defaults.max_image_bytes, help="largest encoded image accepted"
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=defaults.max_pixels, help="largest decoded image (width*height)"
+    )
+    parser.add_argument(
+        "--no-exif-transpose",
+        action="store_true",
+        help="ignore EXIF orientation (torchvision's behaviour); default rotates as phones expect",
+    )
+    parser.add_argument(
+        "--no-jpeg-draft",
+        action="store_true",
+        help="always decode JPEGs at full size (exact torchvision numbers, slower on big photos)",
+    )
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
@@ -50,10 +81,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     from resnet_serve.build import export_checked, load_model
     from resnet_serve.client import read_images
 
+    if args.int8 and not args.calibration:
+        say("error: --int8 needs --calibration IMG_OR_DIR (representative images, e.g. a few hundred photos)")
+        return 2
+    output = Path(args.output)
     loaded = load_model(args.weights, args.random_weights, fallback_to_random=False)
-    export_checked(loaded, Path(args.output), read_images(args.check_image), args.opset)
-    print(args.output)
+    export_checked(loaded, output, read_images(args.check_image), args.opset)
+    print(output)
+    if args.int8:
+        print(_export_int8(output, read_images(args.calibration), read_images(args.report)))
     return 0
+
+
+def _export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[bytes]) -> Path:
+    import numpy as np
+
+    from resnet_serve.preprocess import preprocess_batch
+    from resnet_serve.quantize import agreement, quantize_int8
+
+    int8 = fp32.with_name(fp32.stem + ".int8.onnx")
+    with step(f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images) -> {int8}"):
+        batch, errors = preprocess_batch(calibration)
+        usable = np.asarray([error is None for error in errors])
+        if not usable.any():
+            raise ImageError("none of the calibration images could be decoded")
+        quantize_int8(fp32, int8, batch[usable])
+    if report:
+        batch, errors = preprocess_batch(report)
+        result = agreement(fp32, int8, batch[[error is None for error in errors]])
+        say(
+            f"int8 vs fp32 on {result.images} image(s): top-1 agreement {result.top1_agreement:.1%}, "
+            f"top-5 overlap {result.top5_overlap:.1%}, logit correlation {result.logit_correlation:.4f}"
+        )
+    return int8
 
 
 def _preprocess_options(args: argparse.Namespace):
@@ -72,8 +132,9 @@ def _repository_spec(args: argparse.Namespace):
 
     classifier = args.classifier or ("trt" if args.plan else "ort")
     return RepositorySpec(
-        model_file=Path(args.plan or args.onnx),
+        model_file=Path(args.plan or (DEFAULT_INT8 if args.int8 else args.onnx)),
         classifier=classifier,
+        profile=args.profile,
         max_batch_size=args.max_batch_size,
         preprocess=_preprocess_options(args),
         preprocess_instances=args.preprocess_instances,
@@ -155,11 +216,12 @@ def _print_results(paths: Sequence[str], results, latency_ms: float, as_json: bo
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from resnet_serve.client import TritonClassifier, read_images
+    from resnet_serve.client import TritonClassifier, image_paths, read_images
 
+    paths = image_paths(args.images)
     with TritonClassifier(args.url, args.protocol, timeout_s=args.timeout) as client:
-        results, latency_ms = client.classify(read_images(args.images), args.top_k)
-    _print_results(args.images, results, latency_ms, args.json)
+        results, latency_ms = client.classify(read_images(paths), args.top_k)
+    _print_results([str(path) for path in paths], results, latency_ms, args.json)
     return 0
 
 
@@ -192,11 +254,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from resnet_serve.preprocess import PreprocessOptions
-    from resnet_serve.repository import CLASSIFIERS
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
 
-    defaults = PreprocessOptions()
+    from resnet_serve import bench
+    from resnet_serve.client import read_images
+    from resnet_serve.server import find_server
+
+    images = read_images(args.images) if args.images else bench.synthetic_photos()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    points: list[bench.Point] = []
+    if args.url:
+        generator = bench.LoadGenerator(args.url, args.protocol, images, args.images_per_request)
+        points += bench.sweep(generator, "server", concurrencies, args.seconds, args.warmup)
+    setups = args.setup or ([] if args.url else ["ours", "seed", "in-process"])
+    binary = find_server(args.server, args.backend_directory) if set(setups) & set(bench.SERVER_SETUPS) else None
+    ours = _repository_spec(args)
+    for setup in setups:
+        model_file = Path(args.int8_onnx if setup == "int8" else args.onnx)
+        if not model_file.is_file():
+            hint = "resnet-serve export --int8 --calibration ..." if setup == "int8" else "resnet-serve export"
+            say(f"error: setup {setup} needs {model_file}; make it with `{hint}`")
+            return 2
+        if setup == "in-process":
+            say(f"[in-process] decode + preprocess + ONNX Runtime, batch {args.in_process_batch}, no server ...")
+            points.append(bench.in_process_ceiling(images, model_file, args.seconds, args.in_process_batch))
+            continue
+        spec = replace(ours, model_file=model_file, profile="seed" if setup == "seed" else "ours")
+        points += bench.serve_and_sweep(
+            setup,
+            spec,
+            images,
+            concurrencies,
+            args.seconds,
+            args.warmup,
+            args.images_per_request,
+            args.protocol,
+            Path(args.workdir),
+            binary,
+        )
+    print(bench.table(points))
+    baseline = "seed" if "seed" in setups else points[0].setup
+    print(bench.ratios(points, baseline))
+    for path, render in ((args.json, bench.to_json), (args.csv, bench.to_csv)):
+        if path:
+            Path(path).write_text(render(points))
+    if args.plot:
+        say(f"Plot: {bench.plot(points, Path(args.plot))}")
+    return 1 if any(p.errors for p in points) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resnet_serve.bench import SETUPS
+    from resnet_serve.repository import CLASSIFIERS, PROFILES
+
     parser = argparse.ArgumentParser(
         prog="resnet-serve",
         description="Serve ImageNet ResNet-50 classification on NVIDIA Triton (the python_backend "
@@ -236,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMG",
         help="real image(s) for the parity check (repeatable; default: a fixed random batch)",
     )
+    export.add_argument(
+        "--int8", action="store_true", help="also write <output>.int8.onnx by ONNX Runtime static QDQ quantization"
+    )
+    export.add_argument(
+        "--calibration", nargs="+", default=[], metavar="IMG", help="images or directories to calibrate int8 on"
+    )
+    export.add_argument(
+        "--report", nargs="+", default=[], metavar="IMG", help="print int8's agreement with fp32 on these images"
+    )
     _add_weights_options(export)
     export.set_defaults(handler=cmd_export)
 
@@ -251,33 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     source = repo.add_mutually_exclusive_group()
     source.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"ONNX model (default {DEFAULT_ONNX})")
     source.add_argument("--plan", help="TensorRT plan (selects the resnet50_trt classifier)")
+    source.add_argument(
+        "--int8", action="store_true", help=f"serve the int8 model from `export --int8` ({DEFAULT_INT8})"
+    )
+    repo.add_argument(
+        "--profile", choices=sorted(PROFILES), default="ours", help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
+    )
     repo.add_argument(
         "--classifier",
         choices=sorted(CLASSIFIERS),
         help="; ".join(f"{k}: {v[0]}, {v[2]}" for k, v in CLASSIFIERS.items()) + " (default: ort, trt with --plan)",
     )
-    repo.add_argument("--max-batch-size", type=int, default=256)
-    repo.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait (default 1000)")
-    repo.add_argument("--preprocess-instances", type=int, default=1)
-    repo.add_argument("--preprocess-threads", type=int, default=0, help="decode threads per instance (0: all cores)")
-    repo.add_argument("--classifier-instances", type=int, default=1)
-    repo.add_argument("--classifier-threads", type=int, default=0, help="ONNX Runtime threads (0: ORT's choice)")
-    repo.add_argument(
-        "--max-image-bytes", type=int, default=defaults.max_image_bytes, help="largest encoded image accepted"
-    )
-    repo.add_argument(
-        "--max-pixels", type=int, default=defaults.max_pixels, help="largest decoded image (width*height)"
-    )
-    repo.add_argument(
-        "--no-exif-transpose",
-        action="store_true",
-        help="ignore EXIF orientation (torchvision's behaviour); default rotates as phones expect",
-    )
-    repo.add_argument(
-        "--no-jpeg-draft",
-        action="store_true",
-        help="always decode JPEGs at full size (exact torchvision numbers, slower on big photos)",
-    )
+    _add_repository_options(repo)
     repo.set_defaults(handler=cmd_repo)
 
     serve = commands.add_parser(
@@ -312,6 +417,32 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--timeout", type=float, default=60.0, help="request timeout in seconds")
     _add_client_options(classify)
     classify.set_defaults(handler=cmd_classify)
+
+    bench = commands.add_parser(
+        "bench",
+        help="load-test setups side by side: ours, int8, the seed, the in-process ceiling",
+        description="Concurrency sweep with tritonclient's asyncio client against each setup, one after "
+        "another on the same server binary and images, so the ratios are honest. Reports img/s, "
+        "p50/p90/p99 latency, errors, and Triton's queue/compute times and batch sizes per model.",
+    )
+    bench.add_argument("images", nargs="*", metavar="IMAGE", help="images or directories (default: a mix of sizes)")
+    bench.add_argument("--setup", action="append", choices=SETUPS, help="repeatable (default: ours, seed, in-process)")
+    bench.add_argument("--url", help="also (or only) bench a server already running here, as setup 'server'")
+    bench.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    bench.add_argument("--concurrency", default="1,2,4,8,16,32", help="comma-separated client counts")
+    bench.add_argument("--seconds", type=float, default=10.0, help="measured time per point")
+    bench.add_argument("--warmup", type=float, default=2.0, help="unmeasured time before each point")
+    bench.add_argument("--images-per-request", type=int, default=1)
+    bench.add_argument("--in-process-batch", type=int, default=8, help="batch of the in-process ceiling")
+    bench.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"fp32 model (default {DEFAULT_ONNX})")
+    bench.add_argument("--int8-onnx", default=str(DEFAULT_INT8), help=f"int8 model (default {DEFAULT_INT8})")
+    bench.add_argument("--workdir", default=str(DEFAULT_WORKDIR / "bench"), help="repositories and server logs")
+    bench.add_argument("--json", metavar="FILE", help="write every point as JSON")
+    bench.add_argument("--csv", metavar="FILE", help="write every point as CSV")
+    bench.add_argument("--plot", metavar="PNG", help="plot img/s and p99 against concurrency (needs matplotlib)")
+    _add_repository_options(bench)
+    _add_server_options(bench)
+    bench.set_defaults(handler=cmd_bench, plan=None, int8=False, classifier="ort", profile="ours")
     return parser
 
 

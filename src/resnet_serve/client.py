@@ -98,12 +98,22 @@ class TritonClassifier:
         self.close()
 
 
-def read_images(paths: Sequence[Path | str]) -> list[bytes]:
-    """Read image files as bytes, with a clear error for a missing one."""
-    blobs = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def image_paths(paths: Sequence[Path | str]) -> list[Path]:
+    """Files as given; directories expand to the image files in them, sorted."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
             raise FileNotFoundError(f"image {path} does not exist")
-        blobs.append(path.read_bytes())
-    return blobs
+    return found
+
+
+def read_images(paths: Sequence[Path | str]) -> list[bytes]:
+    """Read image files (directories: the images in them) as bytes."""
+    return [path.read_bytes() for path in image_paths(paths)]

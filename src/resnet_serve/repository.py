@@ -27,6 +27,10 @@ LABELS_FILE = "labels.txt"
 NUM_CLASSES = 1000
 
 # classifier kind -> (model name, model file name, how Triton runs it)
+PROFILES = {
+    "ours": "batched, ragged, aspect-preserving preprocess (the product)",
+    "seed": "the seed example exactly: squash resize, transforms per request, no dynamic batching (a baseline)",
+}
 CLASSIFIERS = {
     "ort": ("resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"),
     "onnx": ("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
@@ -44,6 +48,7 @@ class RepositorySpec:
 
     model_file: Path
     classifier: str = "ort"
+    profile: str = "ours"
     max_batch_size: int = 256
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     preprocess_instances: int = 1
@@ -71,10 +76,13 @@ def _parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
 def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python-backend preprocess: UINT8 [-1] (ragged, so images of any size batch together)."""
     config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
-    config.input.add(name="INPUT_0", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
+    seed = spec.profile == "seed"
+    config.input.add(name="INPUT_0", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
     config.output.add(name="OUTPUT_0", data_type=mc.TYPE_FP32, dims=[3, spec.preprocess.crop, spec.preprocess.crop])
     # A Python model with UINT8 input must run in a KIND_CPU instance group.
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.preprocess_instances)
+    if seed:
+        return config
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     options = asdict(spec.preprocess)
     _parameters(
@@ -101,7 +109,8 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
     crop = spec.preprocess.crop
     config.input.add(name="input", data_type=mc.TYPE_FP32, dims=[3, crop, crop])
     config.output.add(name="output", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
-    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    if spec.profile != "seed":
+        config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     return config
 
 
@@ -160,6 +169,8 @@ def prepare_directory(root: Path) -> None:
 def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     """Write (or rewrite) the whole model repository under ``root`` and return its path."""
     root = Path(root)
+    if spec.profile not in PROFILES:
+        raise RepositoryError(f"unknown profile {spec.profile!r}; choose one of {', '.join(PROFILES)}")
     if spec.classifier not in CLASSIFIERS:
         raise RepositoryError(f"unknown classifier {spec.classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
     model_file = Path(spec.model_file)
@@ -170,7 +181,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
 
     preprocess_dir = root / PREPROCESS_NAME
     _write_config(preprocess_dir, preprocess_config(spec))
-    (preprocess_dir / "1" / "model.py").write_text(_model_source("preprocess"))
+    preprocess_source = "seed_preprocess" if spec.profile == "seed" else "preprocess"
+    (preprocess_dir / "1" / "model.py").write_text(_model_source(preprocess_source))
 
     name, file_name, _ = CLASSIFIERS[spec.classifier]
     classifier_dir = root / name
@@ -184,7 +196,12 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     _write_config(ensemble_dir, ensemble_config(spec))
     (ensemble_dir / LABELS_FILE).write_text(label_text)
 
-    marker = {"written_by": "resnet-serve", "classifier": name, "model_file": str(model_file.resolve())}
+    marker = {
+        "written_by": "resnet-serve",
+        "profile": spec.profile,
+        "classifier": name,
+        "model_file": str(model_file.resolve()),
+    }
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
     return root
 

@@ -1,0 +1,353 @@
+"""Load generator and report: a concurrency sweep against a Triton server, with Triton's own timings.
+
+Each point runs ``concurrency`` closed-loop clients (tritonclient's asyncio gRPC or HTTP client) for
+a fixed time after a warm-up, and reads Triton's statistics before and after, so the report shows
+where a request's time went (queue vs compute, and the batch sizes the dynamic batcher formed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resnet_serve.client import pack_images
+from resnet_serve.repository import ENSEMBLE_NAME
+
+
+@dataclass
+class ModelTimes:
+    """One model's share of a point, from Triton's statistics (averages per request, in ms)."""
+
+    requests: int
+    executions: int
+    queue_ms: float
+    compute_ms: float
+
+    @property
+    def batch(self) -> float:
+        return self.requests / self.executions if self.executions else 0.0
+
+
+@dataclass
+class Point:
+    """The result of one setup at one concurrency."""
+
+    setup: str
+    concurrency: int
+    images_per_request: int
+    requests: int
+    errors: int
+    seconds: float
+    img_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    first_error: str = ""
+    models: dict[str, ModelTimes] = field(default_factory=dict)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def _read_stats(raw: dict) -> dict[str, dict[str, int]]:
+    result = {}
+    for model in raw.get("model_stats", []):
+        stats = model.get("inference_stats", {})
+        result[model["name"]] = {
+            "requests": int(stats.get("success", {}).get("count", 0)),
+            "executions": int(model.get("execution_count", 0)),
+            "queue_ns": int(stats.get("queue", {}).get("ns", 0)),
+            "compute_ns": sum(
+                int(stats.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output")
+            ),
+        }
+    return result
+
+
+def _stats_delta(before: dict, after: dict) -> dict[str, ModelTimes]:
+    times = {}
+    for name, end in after.items():
+        start = before.get(name, dict.fromkeys(end, 0))
+        requests = end["requests"] - start["requests"]
+        if requests <= 0:
+            continue
+        times[name] = ModelTimes(
+            requests=requests,
+            executions=end["executions"] - start["executions"],
+            queue_ms=(end["queue_ns"] - start["queue_ns"]) / requests / 1e6,
+            compute_ms=(end["compute_ns"] - start["compute_ns"]) / requests / 1e6,
+        )
+    return times
+
+
+class LoadGenerator:
+    """Closed-loop clients sending pre-packed requests round-robin."""
+
+    def __init__(
+        self, url: str, protocol: str, images: Sequence[bytes], images_per_request: int = 1, model: str = ENSEMBLE_NAME
+    ):
+        if protocol == "grpc":
+            import tritonclient.grpc.aio as triton
+        else:
+            import tritonclient.http.aio as triton
+        self.triton, self.url, self.protocol, self.model = triton, url, protocol, model
+        self.images_per_request = images_per_request
+        groups = [
+            [images[(start + k) % len(images)] for k in range(images_per_request)] for start in range(len(images))
+        ]
+        self.inputs = []
+        for group in groups:
+            batch = pack_images(group)
+            request_input = triton.InferInput("INPUT", list(batch.shape), "UINT8")
+            request_input.set_data_from_numpy(batch)
+            self.inputs.append(request_input)
+
+    async def _statistics(self, client) -> dict[str, dict[str, int]]:
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        return _read_stats(await client.get_inference_statistics(**extra))
+
+    async def _client_loop(
+        self, client, worker: int, stop_at: float, latencies: list[float], errors: list[str]
+    ) -> None:
+        outputs = [self.triton.InferRequestedOutput("OUTPUT")]
+        index = worker
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            try:
+                await client.infer(self.model, [self.inputs[index % len(self.inputs)]], outputs=outputs)
+                latencies.append((time.perf_counter() - start) * 1000)
+            except Exception as exc:  # every failed request is counted, the first one reported
+                errors.append(str(exc))
+            index += 1
+
+    async def _run(
+        self, concurrency: int, seconds: float, warmup_s: float
+    ) -> tuple[list[float], list[str], float, dict, dict]:
+        client = self.triton.InferenceServerClient(self.url)
+        try:
+            if warmup_s > 0:
+                await asyncio.gather(
+                    *(self._client_loop(client, w, time.perf_counter() + warmup_s, [], []) for w in range(concurrency))
+                )
+            before = await self._statistics(client)
+            latencies: list[float] = []
+            errors: list[str] = []
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(self._client_loop(client, w, start + seconds, latencies, errors) for w in range(concurrency))
+            )
+            elapsed = time.perf_counter() - start
+            after = await self._statistics(client)
+            return latencies, errors, elapsed, before, after
+        finally:
+            await client.close()
+
+    def point(self, setup: str, concurrency: int, seconds: float, warmup_s: float) -> Point:
+        latencies, errors, elapsed, before, after = asyncio.run(self._run(concurrency, seconds, warmup_s))
+        return Point(
+            setup=setup,
+            concurrency=concurrency,
+            images_per_request=self.images_per_request,
+            requests=len(latencies),
+            errors=len(errors),
+            seconds=round(elapsed, 3),
+            img_per_s=len(latencies) * self.images_per_request / elapsed,
+            p50_ms=_percentile(latencies, 50),
+            p90_ms=_percentile(latencies, 90),
+            p99_ms=_percentile(latencies, 99),
+            first_error=errors[0] if errors else "",
+            models=_stats_delta(before, after),
+        )
+
+
+def sweep(
+    generator: LoadGenerator,
+    setup: str,
+    concurrencies: Sequence[int],
+    seconds: float,
+    warmup_s: float,
+    progress: bool = True,
+) -> list[Point]:
+    """One point per concurrency, with a progress line on stderr."""
+    points = []
+    for number, concurrency in enumerate(concurrencies, 1):
+        if progress:
+            print(
+                f"\r[{setup}] concurrency {concurrency} ({number}/{len(concurrencies)}) ...",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        points.append(generator.point(setup, concurrency, seconds, warmup_s))
+    if progress:
+        print(file=sys.stderr)
+    return points
+
+
+def in_process_ceiling(
+    images: Sequence[bytes], onnx_model: Path, seconds: float, batch: int = 8, threads: int = 0
+) -> Point:
+    """Decode + preprocess + classifier in this process with no server: what serving can approach."""
+    import os
+
+    from resnet_serve.ort_session import create_session
+    from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
+
+    session = create_session(onnx_model, intra_op_threads=threads)
+    options = PreprocessOptions()
+    done, latencies = 0, []
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        group = [images[k % len(images)] for k in range(batch)]
+        session.run(["output"], {"input": preprocess_batch(group, options, pool)[0]})  # warm-up
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            began = time.perf_counter()
+            group = [images[(done + k) % len(images)] for k in range(batch)]
+            session.run(["output"], {"input": preprocess_batch(group, options, pool)[0]})
+            latencies.append((time.perf_counter() - began) * 1000)
+            done += batch
+        elapsed = time.perf_counter() - start
+    return Point(
+        setup="in-process",
+        concurrency=1,
+        images_per_request=batch,
+        requests=len(latencies),
+        errors=0,
+        seconds=round(elapsed, 3),
+        img_per_s=done / elapsed,
+        p50_ms=_percentile(latencies, 50),
+        p90_ms=_percentile(latencies, 90),
+        p99_ms=_percentile(latencies, 99),
+    )
+
+
+def table(points: Sequence[Point]) -> str:
+    """A plain-text table, one row per point, with Triton's per-model times."""
+    header = f"{'setup':<14} {'conc':>4} {'img/req':>7} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+    lines = [f"{header} {'errors':>6}  server: queue / compute ms per request, mean batch"]
+    for p in points:
+        server = "  ".join(
+            f"{name}: {t.queue_ms:.1f}/{t.compute_ms:.1f} b{t.batch:.1f}"
+            for name, t in p.models.items()
+            if name != ENSEMBLE_NAME
+        )
+        lines.append(
+            f"{p.setup:<14} {p.concurrency:>4} {p.images_per_request:>7} {p.img_per_s:>8.1f} {p.p50_ms:>8.1f} "
+            f"{p.p90_ms:>8.1f} {p.p99_ms:>8.1f} {p.errors:>6}  {server}"
+        )
+    return "\n".join(lines)
+
+
+def ratios(points: Sequence[Point], baseline: str) -> str:
+    """Each setup's best throughput over the baseline setup's best, measured in the same run."""
+    best: dict[str, float] = {}
+    for p in points:
+        best[p.setup] = max(best.get(p.setup, 0.0), p.img_per_s)
+    if baseline not in best or not best[baseline]:
+        return ""
+    return "\n".join(
+        f"{setup:<14} best {value:8.1f} img/s = {value / best[baseline]:5.2f}x {baseline}"
+        for setup, value in best.items()
+    )
+
+
+def to_json(points: Sequence[Point]) -> str:
+    return json.dumps([asdict(p) for p in points], indent=2)
+
+
+def to_csv(points: Sequence[Point]) -> str:
+    buffer = io.StringIO()
+    columns = [f for f in Point.__dataclass_fields__ if f != "models"]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for p in points:
+        writer.writerow({k: v for k, v in asdict(p).items() if k in columns})
+    return buffer.getvalue()
+
+
+def plot(points: Sequence[Point], path: Path, title: str = "resnet-serve bench") -> Path:
+    """Throughput and p99 latency against concurrency, one line per setup (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for setup in dict.fromkeys(p.setup for p in points):
+        mine = [p for p in points if p.setup == setup]
+        if len(mine) == 1 and setup == "in-process":
+            left.axhline(mine[0].img_per_s, linestyle="--", color="gray", label=setup)
+            continue
+        x = [p.concurrency for p in mine]
+        left.plot(x, [p.img_per_s for p in mine], marker="o", label=setup)
+        right.plot(x, [p.p99_ms for p in mine], marker="o", label=setup)
+    for axis, label in ((left, "images / s"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent clients")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+SERVER_SETUPS = ("ours", "int8", "seed")
+SETUPS = (*SERVER_SETUPS, "in-process")
+
+
+def synthetic_photos(
+    sizes: Sequence[tuple[int, int]] = ((500, 375), (1024, 768), (2048, 1536), (3264, 2448)),
+) -> list[bytes]:
+    """A default mix of JPEG sizes: smooth colour fields with fine noise, so they compress like photos."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for width, height in sizes:
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        phase = rng.uniform(0, 6.28, 3)
+        channels = [127 + 100 * np.sin(x / (40 + 30 * c) + y / (55 + 20 * c) + phase[c]) for c in range(3)]
+        pixels = np.stack(channels, axis=-1) + rng.normal(0, 12, (height, width, 3))
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def serve_and_sweep(
+    setup: str,
+    spec,
+    images: Sequence[bytes],
+    concurrencies: Sequence[int],
+    seconds: float,
+    warmup_s: float,
+    images_per_request: int,
+    protocol: str,
+    workdir: Path,
+    binary=None,
+) -> list[Point]:
+    """Write ``spec``'s repository, start tritonserver on free ports, sweep, stop."""
+    from resnet_serve.repository import write_repository
+    from resnet_serve.server import ServerSettings, TritonServer
+
+    repository = write_repository(workdir / setup / "model_repository", spec)
+    settings = ServerSettings.on_free_ports(repository.resolve())
+    with TritonServer(settings, binary, (workdir / setup / "tritonserver.log").resolve()) as server:
+        url = server.grpc_url if protocol == "grpc" else server.http_url
+        generator = LoadGenerator(url, protocol, images, images_per_request)
+        return sweep(generator, setup, concurrencies, seconds, warmup_s)

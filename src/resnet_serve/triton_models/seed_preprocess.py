@@ -1,0 +1,35 @@
+"""The seed example's preprocessing, reproduced for `repo --profile seed` (benchmark baseline only).
+
+Behaves as python_backend's examples/preprocessing model.py: torchvision transforms built anew for
+every request, squash Resize([224, 224]) (aspect ratio lost), the request's whole INPUT_0 opened as
+one image without RGB conversion, one [1, 3, 224, 224] output per request.
+"""
+
+import io
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from PIL import Image
+from torchvision import transforms
+
+from resnet_serve.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            loader = transforms.Compose(
+                [
+                    transforms.Resize([224, 224]),
+                    transforms.CenterCrop(224),
+                    transforms.ToTensor(),
+                    transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+                ]
+            )
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT_0").as_numpy()
+            image = loader(Image.open(io.BytesIO(data.tobytes()))).unsqueeze(0).numpy()
+            responses.append(
+                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT_0", image.astype(np.float32))])
+            )
+        return responses
