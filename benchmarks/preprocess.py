@@ -24,10 +24,9 @@ from resnet_serve.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessOptions,
-    center_crop,
     normalize_into,
     preprocess_image,
-    resize_shorter_side,
+    resize_and_crop,
 )
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mug.jpg"
@@ -63,7 +62,7 @@ def torchvision_eval(data: bytes) -> np.ndarray:
 
 
 def _finish(rgb: np.ndarray) -> np.ndarray:
-    image = center_crop(resize_shorter_side(Image.fromarray(rgb), 256), 224)
+    image = resize_and_crop(Image.fromarray(rgb), 256, 224)
     return normalize_into(image, np.empty((3, 224, 224), np.float32))
 
 

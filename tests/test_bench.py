@@ -69,7 +69,7 @@ def test_seed_profile_reproduces_the_seed(tmp_path, onnx_model, model, images):
     with torch.inference_mode():
         expected = model(squash(Image.open(io.BytesIO(images["mug_500x375.jpg"])))[None]).numpy()
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-3)
-    assert np.abs(served - reference_logits(model, [images["mug_500x375.jpg"]])).max() > 1e-2  # not our crop
+    assert np.abs(served - reference_logits(model, [images["mug_500x375.jpg"]])).max() > 0.1  # not our crop
 
 
 def test_int8_quantization_agrees_with_fp32(tmp_path, onnx_model, images):

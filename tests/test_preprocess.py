@@ -38,13 +38,27 @@ def torchvision_tensor(data: bytes) -> np.ndarray:
     return transform(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
 
 
+ONE_GREY_LEVEL = 1 / (255 * min(IMAGENET_STD))  # the largest step one 8-bit level makes after Normalize
+
+
 def test_matches_torchvision_eval_transform(images):
-    # Same Pillow decode and bilinear resize, same crop arithmetic: what remains is float32 rounding of
-    # one fused multiply-add against torchvision's divide-then-subtract, a few ulps of values below 3.
+    # Same Pillow decode and bilinear filter, same crop arithmetic. Resampling only the crop (Pillow's
+    # `box`) places the filter at float coordinates, which can round a value to the neighbouring grey
+    # level: measured 0.001% of values on mug.jpg, 0.1% on 500x375 images. Everything else differs by
+    # float32 rounding of one fused multiply-add against torchvision's divide-then-subtract (< 1e-6).
     for name, data in images.items():
         ours = preprocess_image(data, EXACT)
         assert ours.shape == (3, 224, 224) and ours.dtype == np.float32, name
-        np.testing.assert_allclose(ours, torchvision_tensor(data), rtol=0, atol=1e-5, err_msg=name)
+        difference = np.abs(ours - torchvision_tensor(data))
+        assert difference.max() <= ONE_GREY_LEVEL + 1e-5, name
+        assert (difference > 1e-5).mean() < 0.005, name
+
+
+def test_very_wide_image_never_allocates_its_full_resize():
+    wide = encode(Image.new("RGB", (200_000, 2), "red"), "PNG")  # full resize would be 25.6 M x 256 pixels
+    out = preprocess_image(wide)
+    assert out.shape == (3, 224, 224)
+    np.testing.assert_allclose(out[0], (1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], atol=1e-5)
 
 
 def test_jpeg_draft_stays_close_to_full_decode(mug_jpeg):

@@ -14,10 +14,11 @@ from resnet_serve.repository import ENSEMBLE_NAME
 
 from conftest import reference_logits
 
-# Served preprocessing equals torchvision's to 1e-5 (test_preprocess.py); what remains is ONNX Runtime's
-# fp32 kernels (fused conv+BN, other summation order) against torch's: measured ~2e-5 on logits of
-# magnitude ~60. 1e-3 is the export's own parity limit.
-LOGIT_ATOL = 1e-3
+# Served preprocessing equals torchvision's but for one-grey-level roundings on <= 0.5% of values
+# (test_preprocess.py), and ONNX Runtime's fp32 kernels (fused conv+BN, other summation order) differ
+# from torch's by ~2e-5. Measured together: max 1.9e-3 on logits of magnitude ~60 (3e-5 relative);
+# another crop or resize (the seed's squash) moves logits by far more than this bound.
+LOGIT_ATOL = 5e-3
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -35,7 +35,7 @@ class ImageError(ResnetServeError, ValueError):
 class PreprocessOptions:
     """How images are decoded and shaped; defaults match torchvision's eval transform."""
 
-    resize: int = 256
+    resize: int = 256  # must be >= crop
     crop: int = 224
     max_image_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 100_000_000
@@ -43,8 +43,8 @@ class PreprocessOptions:
     jpeg_draft: bool = True
 
 
-def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
-    """Decode encoded image bytes into an RGB image, refusing oversized or broken input."""
+def open_checked(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
+    """Open (header only, no pixels decoded) and enforce the byte and pixel limits."""
     if not data:
         raise ImageError("empty image")
     if len(data) > options.max_image_bytes:
@@ -64,11 +64,22 @@ def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) ->
         raise ImageError(f"invalid image size {width}x{height}")
     if width * height > options.max_pixels:
         raise ImageError(f"{width}x{height} pixels exceeds the limit of {options.max_pixels}")
+    return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 to 8; 1 means upright)."""
+    return int(image.getexif().get(EXIF_ORIENTATION, 1))
+
+
+def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
+    """Decode encoded image bytes into an RGB image, refusing oversized or broken input."""
+    image = open_checked(data, options)
     try:
         if options.jpeg_draft and image.format == "JPEG":
             _draft_for_resize(image, options.resize)
         image.load()
-        if options.exif_transpose and image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        if options.exif_transpose and exif_orientation(image) != 1:
             image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
     except ImageError:
@@ -103,27 +114,32 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's rounding)."""
-    width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    if short == size:
-        return image
-    new_long = int(size * long / short)
-    new_size = (size, new_long) if width <= height else (new_long, size)
-    return image.resize(new_size, Image.Resampling.BILINEAR)
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side ``size`` and the aspect ratio kept (torchvision's rounding)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
 
 
-def center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Crop the central ``size`` x ``size`` square (torchvision's rounding; pads if smaller)."""
+def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
+    """(left, top) of the centred ``size`` square (torchvision's rounding)."""
+    return round((width - size) / 2.0), round((height - size) / 2.0)
+
+
+def resize_and_crop(image: Image.Image, resize: int, crop: int) -> Image.Image:
+    """torchvision's Resize(resize) then CenterCrop(crop), resampling only the cropped region.
+
+    Pillow's ``box`` keeps the filter support of a full resize, so the numbers are the same, while a
+    very wide or tall image never allocates its full resized size.
+    """
     width, height = image.size
-    if width < size or height < size:
-        padded = Image.new("RGB", (max(width, size), max(height, size)))
-        padded.paste(image, ((padded.width - width) // 2, (padded.height - height) // 2))
-        image, width, height = padded, padded.width, padded.height
-    left = round((width - size) / 2.0)
-    top = round((height - size) / 2.0)
-    return image.crop((left, top, left + size, top + size))
+    new_width, new_height = resized_size(width, height, resize)
+    left, top = crop_origin(new_width, new_height, crop)
+    if (new_width, new_height) == (width, height):
+        return image.crop((left, top, left + crop, top + crop))
+    scale_x, scale_y = width / new_width, height / new_height
+    box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
+    return image.resize((crop, crop), Image.Resampling.BILINEAR, box=box)
 
 
 def normalize_into(image: Image.Image, out: np.ndarray) -> np.ndarray:
@@ -140,9 +156,7 @@ def preprocess_image(
     """One encoded image -> float32 [3, crop, crop]."""
     if out is None:
         out = np.empty((3, options.crop, options.crop), dtype=np.float32)
-    image = decode_rgb(data, options)
-    image = center_crop(resize_shorter_side(image, options.resize), options.crop)
-    return normalize_into(image, out)
+    return normalize_into(resize_and_crop(decode_rgb(data, options), options.resize, options.crop), out)
 
 
 def rows_to_bytes(batch: np.ndarray) -> list[bytes]:
