@@ -92,23 +92,30 @@ def _stats_delta(before: dict, after: dict) -> dict[str, ModelTimes]:
 
 
 class LoadGenerator:
-    """Closed-loop clients sending pre-packed requests round-robin."""
+    """Closed-loop clients sending pre-packed requests round-robin.
+
+    With ``processes`` > 1 the clients are spread over that many processes (one asyncio loop each),
+    for servers faster than one Python process can drive; their time windows are aligned on the clock.
+    """
 
     def __init__(
-        self, url: str, protocol: str, images: Sequence[bytes], images_per_request: int = 1, model: str = ENSEMBLE_NAME
+        self,
+        url: str,
+        protocol: str,
+        images: Sequence[bytes],
+        images_per_request: int = 1,
+        model: str = ENSEMBLE_NAME,
+        processes: int = 1,
     ):
         if protocol == "grpc":
             import tritonclient.grpc.aio as triton
         else:
             import tritonclient.http.aio as triton
         self.triton, self.url, self.protocol, self.model = triton, url, protocol, model
-        self.images_per_request = images_per_request
-        groups = [
-            [images[(start + k) % len(images)] for k in range(images_per_request)] for start in range(len(images))
-        ]
+        self.images, self.images_per_request, self.processes = list(images), images_per_request, processes
         self.inputs = []
-        for group in groups:
-            batch = pack_images(group)
+        for start in range(len(images)):
+            batch = pack_images([images[(start + k) % len(images)] for k in range(images_per_request)])
             request_input = triton.InferInput("INPUT", list(batch.shape), "UINT8")
             request_input.set_data_from_numpy(batch)
             self.inputs.append(request_input)
@@ -117,58 +124,94 @@ class LoadGenerator:
         extra = {"as_json": True} if self.protocol == "grpc" else {}
         return _read_stats(await client.get_inference_statistics(**extra))
 
-    async def _client_loop(
-        self, client, worker: int, stop_at: float, latencies: list[float], errors: list[str]
-    ) -> None:
+    def statistics_now(self) -> dict[str, dict[str, int]]:
+        async def once() -> dict[str, dict[str, int]]:
+            client = self.triton.InferenceServerClient(self.url)
+            try:
+                return await self._statistics(client)
+            finally:
+                await client.close()
+
+        return asyncio.run(once())
+
+    async def _client_loop(self, client, worker: int, warm_until: float, stop_at: float, latencies, errors) -> None:
         outputs = [self.triton.InferRequestedOutput("OUTPUT")]
         index = worker
-        while time.perf_counter() < stop_at:
-            start = time.perf_counter()
+        while (start := time.time()) < stop_at:
             try:
                 await client.infer(self.model, [self.inputs[index % len(self.inputs)]], outputs=outputs)
-                latencies.append((time.perf_counter() - start) * 1000)
+                if start >= warm_until:
+                    latencies.append((time.time() - start) * 1000)
             except Exception as exc:  # every failed request is counted, the first one reported
-                errors.append(str(exc))
+                if start >= warm_until:
+                    errors.append(str(exc))
             index += 1
 
-    async def _run(
-        self, concurrency: int, seconds: float, warmup_s: float
-    ) -> tuple[list[float], list[str], float, dict, dict]:
+    async def measure(self, concurrency: int, warm_until: float, stop_at: float, with_stats: bool = False):
+        """Latencies (ms) and errors of requests started in [warm_until, stop_at); stats if asked."""
         client = self.triton.InferenceServerClient(self.url)
+        latencies: list[float] = []
+        errors: list[str] = []
+        stats: list[dict] = []
+
+        async def read_stats() -> None:
+            await asyncio.sleep(max(0.0, warm_until - time.time()))
+            stats.append(await self._statistics(client))
+
         try:
-            if warmup_s > 0:
-                await asyncio.gather(
-                    *(self._client_loop(client, w, time.perf_counter() + warmup_s, [], []) for w in range(concurrency))
-                )
-            before = await self._statistics(client)
-            latencies: list[float] = []
-            errors: list[str] = []
-            start = time.perf_counter()
-            await asyncio.gather(
-                *(self._client_loop(client, w, start + seconds, latencies, errors) for w in range(concurrency))
-            )
-            elapsed = time.perf_counter() - start
-            after = await self._statistics(client)
-            return latencies, errors, elapsed, before, after
+            loops = [self._client_loop(client, w, warm_until, stop_at, latencies, errors) for w in range(concurrency)]
+            await asyncio.gather(*loops, *([read_stats()] if with_stats else []))
+            if with_stats:
+                stats.append(await self._statistics(client))
         finally:
             await client.close()
+        return latencies, errors, stats
 
     def point(self, setup: str, concurrency: int, seconds: float, warmup_s: float) -> Point:
-        latencies, errors, elapsed, before, after = asyncio.run(self._run(concurrency, seconds, warmup_s))
+        processes = max(1, min(self.processes, concurrency))
+        warm_until = time.time() + warmup_s + (3.0 if processes > 1 else 0.0)  # spawned clients start first
+        stop_at = warm_until + seconds
+        if processes == 1:
+            latencies, errors, (before, after) = asyncio.run(self.measure(concurrency, warm_until, stop_at, True))
+        else:
+            latencies, errors, (before, after) = self._measure_in_processes(processes, concurrency, warm_until, stop_at)
         return Point(
             setup=setup,
             concurrency=concurrency,
             images_per_request=self.images_per_request,
             requests=len(latencies),
             errors=len(errors),
-            seconds=round(elapsed, 3),
-            img_per_s=len(latencies) * self.images_per_request / elapsed,
+            seconds=round(seconds, 3),
+            img_per_s=len(latencies) * self.images_per_request / seconds,
             p50_ms=_percentile(latencies, 50),
             p90_ms=_percentile(latencies, 90),
             p99_ms=_percentile(latencies, 99),
             first_error=errors[0] if errors else "",
             models=_stats_delta(before, after),
         )
+
+    def _measure_in_processes(self, processes: int, concurrency: int, warm_until: float, stop_at: float):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        shares = [concurrency // processes + (1 if k < concurrency % processes else 0) for k in range(processes)]
+        arguments = (self.url, self.protocol, self.images, self.images_per_request, self.model)
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC state
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            futures = [pool.submit(_measure_worker, *arguments, share, warm_until, stop_at) for share in shares]
+            time.sleep(max(0.0, warm_until - time.time()))
+            before = self.statistics_now()
+            results = [future.result() for future in futures]
+        after = self.statistics_now()
+        latencies = [ms for result in results for ms in result[0]]
+        errors = [e for result in results for e in result[1]]
+        return latencies, errors, (before, after)
+
+
+def _measure_worker(url, protocol, images, images_per_request, model, concurrency, warm_until, stop_at):
+    generator = LoadGenerator(url, protocol, images, images_per_request, model)
+    latencies, errors, _ = asyncio.run(generator.measure(concurrency, warm_until, stop_at))
+    return latencies, errors
 
 
 def sweep(
@@ -306,7 +349,7 @@ def plot(points: Sequence[Point], path: Path, title: str = "resnet-serve bench")
     return path
 
 
-SERVER_SETUPS = ("ours", "int8", "seed")
+SERVER_SETUPS = ("ours", "int8", "seed", "gpu", "seed-gpu")
 SETUPS = (*SERVER_SETUPS, "in-process")
 
 
@@ -329,6 +372,20 @@ def synthetic_photos(
     return photos
 
 
+def setup_spec(setup: str, ours, onnx: Path, int8_onnx: Path, torch_weights: Path):
+    """The repository spec of a named setup, derived from ``ours`` (the user's repository options)."""
+    from dataclasses import replace
+
+    specs = {
+        "ours": replace(ours, model_file=onnx),
+        "int8": replace(ours, model_file=int8_onnx),
+        "seed": replace(ours, model_file=onnx, profile="seed"),
+        "gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda"),
+        "seed-gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda", profile="seed"),
+    }
+    return specs[setup]
+
+
 def serve_and_sweep(
     setup: str,
     spec,
@@ -340,14 +397,18 @@ def serve_and_sweep(
     protocol: str,
     workdir: Path,
     binary=None,
+    client_processes: int = 1,
 ) -> list[Point]:
     """Write ``spec``'s repository, start tritonserver on free ports, sweep, stop."""
     from resnet_serve.repository import write_repository
     from resnet_serve.server import ServerSettings, TritonServer
 
     repository = write_repository(workdir / setup / "model_repository", spec)
-    settings = ServerSettings.on_free_ports(repository.resolve())
+    gpu_tensors = spec.classifier == "torch"
+    settings = ServerSettings.on_free_ports(
+        repository.resolve(), cuda_memory_pool_bytes=(1 << 30) if gpu_tensors else 0
+    )
     with TritonServer(settings, binary, (workdir / setup / "tritonserver.log").resolve()) as server:
         url = server.grpc_url if protocol == "grpc" else server.http_url
-        generator = LoadGenerator(url, protocol, images, images_per_request)
+        generator = LoadGenerator(url, protocol, images, images_per_request, processes=client_processes)
         return sweep(generator, setup, concurrencies, seconds, warmup_s)

@@ -43,10 +43,13 @@ def load_model(weights: str | Path | None, random_weights: bool, fallback_to_ran
 
 def export_checked(loaded, output: Path, check_images: Sequence[bytes], opset: int) -> float:
     """Export ``loaded.model`` to ``output`` and check it against torch; returns the max logit diff."""
+    import torch
+
     from resnet_serve.export import PARITY_TOLERANCE, check_parity, export_onnx
 
     with step(f"Exporting ONNX (opset {opset}) to {output}"):
         export_onnx(loaded.model, output, opset=opset)
+        torch.save(loaded.model.state_dict(), output.with_suffix(".pt"))  # for the GPU (torch) classifier
     batch, what = parity_batch(check_images)
     with step(f"Checking ONNX Runtime against torch on {what}"):
         difference = check_parity(loaded.model, output, batch)

@@ -16,6 +16,7 @@ from resnet_serve.progress import say, step, warn
 DEFAULT_WORKDIR = Path("build")
 DEFAULT_ONNX = DEFAULT_WORKDIR / "resnet50.onnx"
 DEFAULT_INT8 = DEFAULT_WORKDIR / "resnet50.int8.onnx"
+DEFAULT_TORCH = DEFAULT_WORKDIR / "resnet50.pt"
 DEFAULT_REPOSITORY = DEFAULT_WORKDIR / "model_repository"
 
 
@@ -48,6 +49,14 @@ def _add_repository_options(parser: argparse.ArgumentParser) -> None:
     from resnet_serve.preprocess import PreprocessOptions
 
     defaults = PreprocessOptions()
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: nvJPEG preprocess and the PyTorch classifier on the GPU, tensors passed by DLPack",
+    )
+    parser.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="GPU classifier precision")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="run the GPU classifier eagerly")
     parser.add_argument("--max-batch-size", type=int, default=256)
     parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait (default 1000)")
     parser.add_argument("--preprocess-instances", type=int, default=1)
@@ -130,10 +139,18 @@ def _preprocess_options(args: argparse.Namespace):
 def _repository_spec(args: argparse.Namespace):
     from resnet_serve.repository import RepositorySpec
 
-    classifier = args.classifier or ("trt" if args.plan else "ort")
+    gpu = args.device == "cuda"
+    classifier = args.classifier or ("trt" if args.plan else "torch" if gpu else "ort")
+    if classifier == "torch":
+        model_file = args.torch_weights
+    else:
+        model_file = args.plan or (DEFAULT_INT8 if args.int8 else args.onnx)
     return RepositorySpec(
-        model_file=Path(args.plan or (DEFAULT_INT8 if args.int8 else args.onnx)),
+        model_file=Path(model_file),
         classifier=classifier,
+        device=args.device,
+        dtype=args.dtype,
+        cuda_graphs=not args.no_cuda_graphs,
         profile=args.profile,
         max_batch_size=args.max_batch_size,
         preprocess=_preprocess_options(args),
@@ -153,6 +170,16 @@ def cmd_repo(args: argparse.Namespace) -> int:
         write_repository(args.output, spec)
     print(args.output)
     return 0
+
+
+def _marker(repository: Path) -> dict:
+    """What resnet-serve recorded about a repository it wrote ({} for others)."""
+    from resnet_serve.repository import MARKER_FILE
+
+    try:
+        return json.loads((repository / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _run_until_signal(server) -> int:
@@ -182,8 +209,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not (repository / "ensemble_python_resnet50" / "config.pbtxt").is_file():
         say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
         return 2
+    gpu_tensors = "resnet50_torch" in _marker(repository).get("classifier", "")
+    pool_mb = args.cuda_memory_pool_mb if args.cuda_memory_pool_mb is not None else (1024 if gpu_tensors else 0)
     settings = ServerSettings(
-        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose
+        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose, pool_mb << 20
     )
     server = TritonServer(settings, find_server(args.server, args.backend_directory), Path(args.log_file).resolve())
     with step(f"Starting tritonserver ({server.binary.executable})"):
@@ -255,8 +284,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from resnet_serve import bench
     from resnet_serve.client import read_images
     from resnet_serve.server import find_server
@@ -265,34 +292,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     points: list[bench.Point] = []
     if args.url:
-        generator = bench.LoadGenerator(args.url, args.protocol, images, args.images_per_request)
+        generator = bench.LoadGenerator(
+            args.url, args.protocol, images, args.images_per_request, processes=args.client_processes
+        )
         points += bench.sweep(generator, "server", concurrencies, args.seconds, args.warmup)
     setups = args.setup or ([] if args.url else ["ours", "seed", "in-process"])
     binary = find_server(args.server, args.backend_directory) if set(setups) & set(bench.SERVER_SETUPS) else None
     ours = _repository_spec(args)
     for setup in setups:
-        model_file = Path(args.int8_onnx if setup == "int8" else args.onnx)
-        if not model_file.is_file():
-            hint = "resnet-serve export --int8 --calibration ..." if setup == "int8" else "resnet-serve export"
-            say(f"error: setup {setup} needs {model_file}; make it with `{hint}`")
-            return 2
         if setup == "in-process":
             say(f"[in-process] decode + preprocess + ONNX Runtime, batch {args.in_process_batch}, no server ...")
-            points.append(bench.in_process_ceiling(images, model_file, args.seconds, args.in_process_batch))
+            points.append(bench.in_process_ceiling(images, Path(args.onnx), args.seconds, args.in_process_batch))
             continue
-        spec = replace(ours, model_file=model_file, profile="seed" if setup == "seed" else "ours")
+        spec = bench.setup_spec(setup, ours, Path(args.onnx), Path(args.int8_onnx), Path(args.torch_weights))
+        if not Path(spec.model_file).is_file():
+            say(f"error: setup {setup} needs {spec.model_file}; make it with `resnet-serve export` (--int8 for int8)")
+            return 2
         points += bench.serve_and_sweep(
-            setup,
-            spec,
-            images,
-            concurrencies,
-            args.seconds,
-            args.warmup,
-            args.images_per_request,
-            args.protocol,
-            Path(args.workdir),
-            binary,
-        )
+            setup, spec, images, concurrencies, args.seconds, args.warmup, args.images_per_request,
+            args.protocol, Path(args.workdir), binary, args.client_processes,
+        )  # fmt: skip
     print(bench.table(points))
     baseline = "seed" if "seed" in setups else points[0].setup
     print(bench.ratios(points, baseline))
@@ -375,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8", action="store_true", help=f"serve the int8 model from `export --int8` ({DEFAULT_INT8})"
     )
     repo.add_argument(
+        "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for --device cuda (default {DEFAULT_TORCH})"
+    )
+    repo.add_argument(
         "--profile", choices=sorted(PROFILES), default="ours", help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
     )
     repo.add_argument(
@@ -402,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", default=str(DEFAULT_WORKDIR / "tritonserver.log"))
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    serve.add_argument(
+        "--cuda-memory-pool-mb",
+        type=int,
+        help="GPU memory pool for tensors passed between steps (default: 1024 for GPU repositories, else 0)",
+    )
     _add_server_options(serve)
     serve.set_defaults(handler=cmd_serve)
 
@@ -436,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--in-process-batch", type=int, default=8, help="batch of the in-process ceiling")
     bench.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"fp32 model (default {DEFAULT_ONNX})")
     bench.add_argument("--int8-onnx", default=str(DEFAULT_INT8), help=f"int8 model (default {DEFAULT_INT8})")
+    bench.add_argument(
+        "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for the GPU setups (default {DEFAULT_TORCH})"
+    )
+    bench.add_argument("--client-processes", type=int, default=1, help="spread the clients over N processes")
     bench.add_argument("--workdir", default=str(DEFAULT_WORKDIR / "bench"), help="repositories and server logs")
     bench.add_argument("--json", metavar="FILE", help="write every point as JSON")
     bench.add_argument("--csv", metavar="FILE", help="write every point as CSV")

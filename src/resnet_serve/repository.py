@@ -35,6 +35,7 @@ CLASSIFIERS = {
     "ort": ("resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"),
     "onnx": ("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
     "trt": ("resnet50_trt", "model.plan", "tensorrt_plan (NVIDIA's containers with a GPU)"),
+    "torch": ("resnet50_torch", "model.pt", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)"),
 }
 
 
@@ -56,10 +57,19 @@ class RepositorySpec:
     classifier_instances: int = 1
     classifier_threads: int = 0
     max_queue_delay_us: int = 1000
+    device: str = "cpu"  # "cuda": nvJPEG preprocess on the GPU, tensors passed by DLPack
+    dtype: str = "fp16"  # the torch classifier's precision (and the GPU preprocess output)
+    cuda_graphs: bool = True
 
     @property
     def classifier_name(self) -> str:
         return CLASSIFIERS[self.classifier][0]
+
+    @property
+    def image_tensor_type(self) -> int:
+        """The type of the preprocessed images passed between the steps."""
+        fp16 = self.classifier == "torch" and self.dtype == "fp16" and self.profile == "ours"
+        return mc.TYPE_FP16 if fp16 else mc.TYPE_FP32
 
 
 def labels() -> list[str]:
@@ -78,7 +88,9 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
     seed = spec.profile == "seed"
     config.input.add(name="INPUT_0", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
-    config.output.add(name="OUTPUT_0", data_type=mc.TYPE_FP32, dims=[3, spec.preprocess.crop, spec.preprocess.crop])
+    config.output.add(
+        name="OUTPUT_0", data_type=spec.image_tensor_type, dims=[3, spec.preprocess.crop, spec.preprocess.crop]
+    )
     # A Python model with UINT8 input must run in a KIND_CPU instance group.
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.preprocess_instances)
     if seed:
@@ -89,6 +101,8 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
         config, {key: options[key] for key in ("max_image_bytes", "max_pixels", "exif_transpose", "jpeg_draft")}
     )
     _parameters(config, {"threads": spec.preprocess_threads})
+    if spec.device == "cuda":
+        _parameters(config, {"device": "cuda:0", "dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
     return config
 
 
@@ -100,6 +114,13 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.backend = "python"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
         _parameters(config, {"intra_op_threads": spec.classifier_threads})
+    elif spec.classifier == "torch":
+        config.backend = "python"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
+        seed = spec.profile == "seed"
+        _parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
+        # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
+        _parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
     elif spec.classifier == "onnx":
         config.backend = "onnxruntime"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO, count=spec.classifier_instances)
@@ -107,7 +128,7 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.platform = "tensorrt_plan"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
     crop = spec.preprocess.crop
-    config.input.add(name="input", data_type=mc.TYPE_FP32, dims=[3, crop, crop])
+    config.input.add(name="input", data_type=spec.image_tensor_type, dims=[3, crop, crop])
     config.output.add(name="output", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
     if spec.profile != "seed":
         config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
@@ -171,6 +192,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     root = Path(root)
     if spec.profile not in PROFILES:
         raise RepositoryError(f"unknown profile {spec.profile!r}; choose one of {', '.join(PROFILES)}")
+    if spec.device not in ("cpu", "cuda"):
+        raise RepositoryError(f"unknown device {spec.device!r}; choose cpu or cuda")
     if spec.classifier not in CLASSIFIERS:
         raise RepositoryError(f"unknown classifier {spec.classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
     model_file = Path(spec.model_file)
@@ -181,7 +204,9 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
 
     preprocess_dir = root / PREPROCESS_NAME
     _write_config(preprocess_dir, preprocess_config(spec))
-    preprocess_source = "seed_preprocess" if spec.profile == "seed" else "preprocess"
+    preprocess_source = {"seed": "seed_preprocess"}.get(
+        spec.profile, "preprocess_gpu" if spec.device == "cuda" else "preprocess"
+    )
     (preprocess_dir / "1" / "model.py").write_text(_model_source(preprocess_source))
 
     name, file_name, _ = CLASSIFIERS[spec.classifier]
@@ -189,8 +214,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     _write_config(classifier_dir, classifier_config(spec))
     _install_file(model_file, classifier_dir / "1" / file_name)
     (classifier_dir / LABELS_FILE).write_text(label_text)
-    if spec.classifier == "ort":
-        (classifier_dir / "1" / "model.py").write_text(_model_source("classifier_ort"))
+    if spec.classifier in ("ort", "torch"):
+        (classifier_dir / "1" / "model.py").write_text(_model_source(f"classifier_{spec.classifier}"))
 
     ensemble_dir = root / ENSEMBLE_NAME
     _write_config(ensemble_dir, ensemble_config(spec))

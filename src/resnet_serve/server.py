@@ -70,7 +70,9 @@ def _install_python_stub(root: Path) -> None:
 
 
 def find_server(server: str | Path | None = None, backend_dir: str | Path | None = None) -> ServerBinary:
-    """Locate tritonserver: an explicit path, then PATH, then the nvidia-pytriton wheel."""
+    """Locate tritonserver: an explicit path, $TRITON_SERVER, PATH, then the nvidia-pytriton wheel."""
+    server = server or os.environ.get("TRITON_SERVER")
+    backend_dir = backend_dir or os.environ.get("TRITON_BACKENDS")
     if server:
         executable = Path(server)
         if not (executable.is_file() and os.access(executable, os.X_OK)):
@@ -123,6 +125,7 @@ class ServerSettings:
     grpc_port: int = 8001
     metrics_port: int = 8002
     log_verbose: int = 0
+    cuda_memory_pool_bytes: int = 0  # >0: room for GPU tensors passed between steps (else host copies)
     extra_args: Sequence[str] = ()
 
     @classmethod
@@ -144,6 +147,7 @@ class ServerSettings:
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
+            *([f"--cuda-memory-pool-byte-size=0:{self.cuda_memory_pool_bytes}"] if self.cuda_memory_pool_bytes else []),
             *self.extra_args,
         ]
 

@@ -1,0 +1,147 @@
+"""GPU preprocessing with torch: nvJPEG batch decode, resize, crop and normalize on the device.
+
+The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` with antialiased
+bilinear filtering, centre crop, ImageNet normalization, EXIF orientation honoured), computed on a
+CUDA device for a whole batch. JPEGs decode on the GPU in one batched nvJPEG call; other formats,
+and JPEGs nvJPEG refuses (CMYK, some progressive files), decode on the CPU with Pillow and are
+uploaded. Headers are checked on the CPU first, so size limits hold before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from resnet_serve.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageError,
+    PreprocessOptions,
+    crop_origin,
+    decode_rgb,
+    exif_orientation,
+    open_checked,
+    resized_size,
+)
+
+# Longest resized side decoded on the GPU; stranger aspect ratios take the CPU path, which resamples
+# only the crop, so a 100000x2 image cannot exhaust GPU memory.
+MAX_GPU_RESIZED_SIDE = 4096
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation (1-8) to a [C, H, W] tensor, as Pillow's ``exif_transpose``."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-1).flip(-2)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-1, -2)
+    if orientation == 6:
+        return torch.rot90(image, -1, dims=(-2, -1))
+    if orientation == 7:
+        return image.transpose(-1, -2).flip(-1).flip(-2)
+    if orientation == 8:
+        return torch.rot90(image, 1, dims=(-2, -1))
+    return image
+
+
+def resize_crop_normalize(images: torch.Tensor, options: PreprocessOptions) -> torch.Tensor:
+    """uint8 [N, 3, H, W] of one size -> float32 [N, 3, crop, crop], normalized."""
+    height, width = images.shape[-2:]
+    new_width, new_height = resized_size(width, height, options.resize)
+    pixels = images.float()
+    if (new_width, new_height) != (width, height):
+        pixels = F.interpolate(
+            pixels, size=(new_height, new_width), mode="bilinear", antialias=True, align_corners=False
+        )
+    left, top = crop_origin(new_width, new_height, options.crop)
+    pixels = pixels[..., top : top + options.crop, left : left + options.crop].round_().clamp_(0, 255)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
+    return (pixels - mean) / std
+
+
+@dataclass
+class _Decoded:
+    pixels: torch.Tensor | None = None  # uint8 [3, H, W] on the device
+    error: ImageError | None = None
+
+
+class GpuPreprocessor:
+    """Encoded images -> a [N, 3, crop, crop] tensor on ``device`` (``dtype``), errors per image."""
+
+    def __init__(
+        self, device: str = "cuda", dtype: torch.dtype = torch.float16, options: PreprocessOptions | None = None
+    ):
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        self.device, self.dtype, self.options = torch.device(device), dtype, options or PreprocessOptions()
+        self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
+
+    def _cpu_decode(self, data: bytes) -> _Decoded:
+        try:
+            rgb = np.array(decode_rgb(data, self.options))  # writable, for torch
+        except ImageError as exc:
+            return _Decoded(error=exc)
+        return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
+
+    def _decode(self, images: Sequence[bytes]) -> list[_Decoded]:
+        decoded: list[_Decoded] = [_Decoded() for _ in images]
+        jpegs: list[int] = []
+        orientations: dict[int, int] = {}
+        for index, data in enumerate(images):
+            try:
+                header = open_checked(data, self.options)
+            except ImageError as exc:
+                decoded[index].error = exc
+                continue
+            width, height = header.size
+            too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
+            if header.format == "JPEG" and header.mode in ("RGB", "L") and not too_long:
+                jpegs.append(index)
+                if self.options.exif_transpose:
+                    orientations[index] = exif_orientation(header)
+            else:
+                decoded[index] = self._cpu_decode(data)
+        if jpegs:
+            for index, pixels in zip(jpegs, self._gpu_decode([images[i] for i in jpegs]), strict=True):
+                if pixels is None:
+                    decoded[index] = self._cpu_decode(images[index])  # nvJPEG refused it: Pillow decides
+                else:
+                    decoded[index].pixels = orient(pixels, orientations.get(index, 1))
+        return decoded
+
+    def _gpu_decode(self, images: Sequence[bytes]) -> list[torch.Tensor | None]:
+        """Batched nvJPEG decode; if the batch fails, image by image (None where nvJPEG fails)."""
+        tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images]
+        try:
+            return list(self._decode_jpeg(tensors, mode=self._rgb, device=self.device))
+        except RuntimeError:
+            pass
+        results: list[torch.Tensor | None] = []
+        for tensor in tensors:
+            try:
+                results.append(self._decode_jpeg([tensor], mode=self._rgb, device=self.device)[0])
+            except RuntimeError:
+                results.append(None)
+        return results
+
+    def __call__(self, images: Sequence[bytes]) -> tuple[torch.Tensor, list[ImageError | None]]:
+        crop = self.options.crop
+        out = torch.empty((len(images), 3, crop, crop), device=self.device, dtype=self.dtype)
+        decoded = self._decode(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, item in enumerate(decoded):
+            if item.pixels is not None:
+                by_size.setdefault(tuple(item.pixels.shape[-2:]), []).append(index)
+        for indices in by_size.values():  # images of one size are resized together
+            batch = torch.stack([decoded[i].pixels for i in indices])
+            out[indices] = resize_crop_normalize(batch, self.options).to(self.dtype)
+        return out, [item.error for item in decoded]

@@ -1,0 +1,128 @@
+"""The GPU path. Its pure parts run on the CPU here (torch's CPU decode and resize stand in for
+nvJPEG and CUDA); the CUDA parts (nvJPEG, CUDA graphs, the served GPU ensemble) skip without a GPU
+and run on the lent H100 through benchmarks/gpu.sh."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from resnet_serve.preprocess import EXIF_ORIENTATION, preprocess_image
+from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
+from resnet_serve.repository import RepositorySpec, read_config, write_repository
+from resnet_serve.torch_classifier import GraphedClassifier
+
+from conftest import EXACT, reference_logits
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+# torch's antialiased bilinear resize follows Pillow's filter but rounds differently: measured on these
+# images, at most a few grey levels on a few pixels; the mean difference is far below one level.
+PIXEL_MEAN_ATOL = 0.01
+PIXEL_MAX_ATOL = 0.2
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_matches_pillow_exif_transpose(orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    image.info["exif"] = exif.tobytes()
+    image.getexif()[EXIF_ORIENTATION] = orientation
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    ours = orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_torch_preprocess_matches_the_cpu_reference(images):
+    preprocess = GpuPreprocessor("cpu", torch.float32, EXACT)
+    names = list(images)
+    batch, errors = preprocess([images[name] for name in names])
+    assert errors == [None] * len(names)
+    for name, tensor in zip(names, batch.numpy(), strict=True):
+        difference = np.abs(tensor - preprocess_image(images[name], EXACT))
+        assert difference.mean() < PIXEL_MEAN_ATOL and difference.max() < PIXEL_MAX_ATOL, name
+
+
+def test_torch_preprocess_reports_bad_images_alone(images):
+    batch, errors = GpuPreprocessor("cpu", torch.float32)([images["mug_500x375.jpg"], b"junk", b""])
+    assert errors[0] is None and batch.shape == (3, 3, 224, 224)
+    assert "not a recognised image format" in str(errors[1]) and "empty image" in str(errors[2])
+
+
+def test_eager_classifier_matches_the_model(model, images):
+    batch = torch.from_numpy(np.stack([preprocess_image(images["mug_500x375.jpg"])]))
+    classifier = GraphedClassifier(model, torch.device("cpu"), torch.float32, use_graphs=False)
+    with torch.inference_mode():
+        np.testing.assert_allclose(classifier(batch).numpy(), model(batch).numpy(), atol=1e-4)
+
+
+def test_gpu_repository_passes_fp16_tensors_by_dlpack(tmp_path):
+    weights = tmp_path / "resnet50.pt"
+    weights.write_bytes(b"state dict")
+    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda")
+    root = write_repository(tmp_path / "repo", spec)
+    preprocess = read_config(root / "preprocess" / "config.pbtxt")
+    classifier = read_config(root / "resnet50_torch" / "config.pbtxt")
+    assert preprocess.output[0].data_type == classifier.input[0].data_type  # FP16 both sides
+    assert classifier.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+    assert "GpuPreprocessor" in (root / "preprocess" / "1" / "model.py").read_text()
+    assert (root / "resnet50_torch" / "1" / "model.pt").read_bytes() == b"state dict"
+
+
+@needs_cuda
+def test_nvjpeg_preprocess_matches_the_cpu_path(images):
+    names = list(images)
+    gpu, errors = GpuPreprocessor("cuda", torch.float32, EXACT)([images[name] for name in names])
+    cpu, _ = GpuPreprocessor("cpu", torch.float32, EXACT)([images[name] for name in names])
+    assert errors == [None] * len(names)
+    difference = (gpu.cpu() - cpu).abs()
+    # nvJPEG's IDCT and colour conversion differ from libjpeg-turbo's by a grey level here and there.
+    assert difference.mean() < 0.02, difference.mean()
+
+
+@needs_cuda
+def test_cuda_graph_classifier_matches_fp32_within_fp16_tolerance(model, images):
+    device = torch.device("cuda")
+    fp16 = GraphedClassifier(
+        copy.deepcopy(model).to(device, torch.float16, memory_format=torch.channels_last),
+        device,
+        torch.float16,
+        buckets=(1, 4, 8),
+    )
+    batch = torch.from_numpy(np.stack([preprocess_image(d) for d in list(images.values())[:5]]))
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    logits = fp16(batch.to(device)).cpu().numpy()  # 5 images: padded into the bucket of 8
+    relative = np.abs(logits - expected).max() / np.abs(expected).max()
+    assert relative < 1e-2, relative  # fp16 activations: ~1e-3 relative expected
+
+
+@needs_cuda
+def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images):
+    from resnet_serve.client import TritonClassifier
+    from resnet_serve.server import ServerSettings, TritonServer
+
+    weights = tmp_path / "resnet50.pt"
+    torch.save(model.state_dict(), weights)
+    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT)
+    root = write_repository(tmp_path / "repo", spec)
+    settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30)
+    names = ["mug.jpg", "mug_500x375.jpg", "mug_gray.png", "mug_cmyk.jpg", "mug_tiny.jpg"]
+    with TritonServer(settings, log_path=tmp_path / "log") as server, TritonClassifier(server.grpc_url) as client:
+        served = client.logits([images[name] for name in names])
+        with pytest.raises(Exception, match="image 1: not a recognised image format"):
+            client.logits([images["mug.jpg"], b"junk"])
+        again = client.logits([images["mug_500x375.jpg"]])
+    log = (tmp_path / "log").read_text()
+    assert "failed to copy data" not in log  # GPU tensors went by DLPack, not through the host
+    expected = reference_logits(model, [images[name] for name in names])
+    relative = np.abs(served - expected).max() / np.abs(expected).max()
+    assert relative < 2e-2, relative  # fp16 classifier + nvJPEG/torch resize vs torchvision fp32
+    np.testing.assert_allclose(again[0], served[1], atol=1e-2)
+    print(f"GPU ensemble vs CPU reference: max relative logit difference {relative:.2e}")
