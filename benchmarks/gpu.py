@@ -46,16 +46,26 @@ def timed(function, repeat: int) -> float:
 
 
 def classifier_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
+    from torchvision.models import resnet50
+
     device = torch.device("cuda")
     inputs = torch.randn(batch, 3, 224, 224, device=device)
+    unfolded = resnet50(weights=None)
+    unfolded.load_state_dict(torch.load(weights, weights_only=True))
+    unfolded = unfolded.eval().to(device, torch.float16, memory_format=torch.channels_last)
+    variants = (
+        ("fp32 eager", torch.float32, False, None),
+        ("fp16 eager", torch.float16, False, None),
+        ("fp16 graph, BN kept", torch.float16, True, unfolded),
+        ("fp16 graph, BN folded", torch.float16, True, None),
+    )
     results = {}
-    for name, dtype, graphs in (("fp32 eager", torch.float32, False), ("fp16 eager", torch.float16, False),
-                                ("fp16 cuda graph", torch.float16, True)):  # fmt: skip
-        model = load_state_dict_model(str(weights), device, dtype)
+    for name, dtype, graphs, model in variants:
+        model = model or load_state_dict_model(str(weights), device, dtype)
         classifier = GraphedClassifier(model, device, dtype, buckets=(batch,), use_graphs=graphs)
         seconds = timed(lambda c=classifier: c(inputs), 20)
         results[name] = batch / seconds
-        print(f"classifier {name:<16} batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
+        print(f"classifier {name:<22} batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
         del classifier, model
         torch.cuda.empty_cache()
     return results
@@ -69,6 +79,22 @@ def decode_ceiling(images: list[bytes], batch: int = 256) -> float:
     return batch / seconds
 
 
+def per_call_costs(weights: Path, images: list[bytes]) -> dict[str, dict[int, float]]:
+    """Milliseconds per call at small batches: the fixed cost a served execution pays."""
+    device = torch.device("cuda")
+    preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions())
+    classifier = GraphedClassifier(load_state_dict_model(str(weights), device, torch.float16), device, torch.float16)
+    costs: dict[str, dict[int, float]] = {"preprocess": {}, "classifier": {}}
+    for batch in (1, 8, 32, 128):
+        group = [images[k % len(images)] for k in range(batch)]
+        costs["preprocess"][batch] = timed(lambda g=group: preprocess(g), 20) * 1000
+        tensor = preprocess(group)[0]
+        costs["classifier"][batch] = timed(lambda t=tensor: classifier(t), 20) * 1000
+        print(f"batch {batch:>3}: preprocess {costs['preprocess'][batch]:7.2f} ms, "
+              f"classifier {costs['classifier'][batch]:7.2f} ms", flush=True)  # fmt: skip
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -76,6 +102,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", default="1,8,32,64,128,256")
     parser.add_argument("--client-processes", type=int, default=6)
+    parser.add_argument("--queue-delay-us", type=int, default=2000)
     parser.add_argument("--skip-sweeps", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +129,7 @@ def main() -> None:
     report["classifier_img_per_s"] = classifier_ceiling(weights)
     report["nvjpeg_preprocess_img_per_s"] = decode_ceiling([small])
     report["nvjpeg_preprocess_mug_img_per_s"] = decode_ceiling([mug], batch=64)
+    report["per_call_ms"] = per_call_costs(weights, [small])
     (args.out / "ceilings.json").write_text(json.dumps(report, indent=2))
     if args.skip_sweeps:
         return
@@ -112,18 +140,18 @@ def main() -> None:
     points: list[bench.Point] = []
     runs = [
         ("gpu", 1, concurrencies),
+        ("fused-gpu", 1, concurrencies),
         ("gpu", 8, concurrencies[:4]),
+        ("fused-gpu", 8, concurrencies[:4]),
         ("seed-gpu", 1, concurrencies[:3]),
-        ("ours", 1, [1, 8]),
+        ("ours", 1, [8]),
     ]
     for setup, per_request, levels in runs:
-        spec = bench.setup_spec(setup, ours, onnx, onnx, weights)
-        if setup == "gpu":
-            spec = replace(spec, max_queue_delay_us=500, preprocess_instances=2, classifier_instances=1)
-        name = setup if per_request == 1 else f"{setup} x{per_request}"
-        points += bench.serve_and_sweep(name.replace(" ", ""), spec, [small], levels, args.seconds, 2.0, per_request,
+        spec = replace(bench.setup_spec(setup, ours, onnx, onnx, weights), max_queue_delay_us=args.queue_delay_us)
+        name = setup if per_request == 1 else f"{setup}-x{per_request}"
+        points += bench.serve_and_sweep(name, spec, [small], levels, args.seconds, 2.0, per_request,
                                         "grpc", work / "bench", binary, args.client_processes)  # fmt: skip
-        print(bench.table([p for p in points if p.setup == name.replace(" ", "")]), flush=True)
+        print(bench.table([p for p in points if p.setup == name]), flush=True)
     (args.out / "gpu-sweep.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
     bench.plot(points, args.out / "gpu-sweep.png", "ResNet-50 ensemble on one GPU (500x375 JPEG)")
     print(bench.table(points))

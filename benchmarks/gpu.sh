@@ -8,7 +8,9 @@
 set -euo pipefail
 mkdir -p /tmp/triton && tar xzf .whl/triton.tgz -C /tmp/triton && . /tmp/triton/env.sh
 python3 -m pip install -q --no-index --no-deps .whl/wheels/*.whl 2>/dev/null || true
-export PYTHONPATH="$PWD/src:$PYTHONPATH" RESNET_SERVE_TEST_DATA="$PWD/.whl/data"
+# The Python-backend stub ignores PYTHONPATH: make resnet_serve importable through a .pth file.
+echo "$PWD/src" > "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/resnet_serve_src.pth"
+export RESNET_SERVE_TEST_DATA="$PWD/.whl/data"
 out=${OUT:-build/gpu-results}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"

@@ -349,7 +349,7 @@ def plot(points: Sequence[Point], path: Path, title: str = "resnet-serve bench")
     return path
 
 
-SERVER_SETUPS = ("ours", "int8", "seed", "gpu", "seed-gpu")
+SERVER_SETUPS = ("ours", "int8", "seed", "gpu", "fused-gpu", "seed-gpu")
 SETUPS = (*SERVER_SETUPS, "in-process")
 
 
@@ -381,6 +381,7 @@ def setup_spec(setup: str, ours, onnx: Path, int8_onnx: Path, torch_weights: Pat
         "int8": replace(ours, model_file=int8_onnx),
         "seed": replace(ours, model_file=onnx, profile="seed"),
         "gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda"),
+        "fused-gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda", profile="fused"),
         "seed-gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda", profile="seed"),
     }
     return specs[setup]

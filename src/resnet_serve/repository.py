@@ -30,6 +30,7 @@ NUM_CLASSES = 1000
 PROFILES = {
     "ours": "batched, ragged, aspect-preserving preprocess (the product)",
     "seed": "the seed example exactly: squash resize, transforms per request, no dynamic batching (a baseline)",
+    "fused": "GPU only: preprocess + classifier in ONE Python model named as the ensemble (one hop, one context)",
 }
 CLASSIFIERS = {
     "ort": ("resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"),
@@ -156,6 +157,19 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
+def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """The fused profile: one Python model with the ensemble's name, input and output."""
+    config = mc.ModelConfig(name=ENSEMBLE_NAME, backend="python", max_batch_size=spec.max_batch_size)
+    config.input.add(name="INPUT", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
+    config.output.add(name="OUTPUT", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
+    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    options = asdict(spec.preprocess)
+    _parameters(config, {key: options[key] for key in ("max_image_bytes", "max_pixels", "exif_transpose")})
+    _parameters(config, {"device": "cuda:0", "dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs})
+    return config
+
+
 def _write_config(model_dir: Path, config: mc.ModelConfig) -> None:
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
@@ -199,8 +213,18 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     model_file = Path(spec.model_file)
     if not model_file.is_file():
         raise RepositoryError(f"model file {model_file} does not exist")
+    if spec.profile == "fused" and spec.classifier != "torch":
+        raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
     prepare_directory(root)
     label_text = "\n".join(labels()) + "\n"
+    if spec.profile == "fused":
+        fused_dir = root / ENSEMBLE_NAME
+        _write_config(fused_dir, fused_config(spec))
+        (fused_dir / "1" / "model.py").write_text(_model_source("fused_gpu"))
+        _install_file(model_file, fused_dir / "1" / "model.pt")
+        (fused_dir / LABELS_FILE).write_text(label_text)
+        _write_marker(root, spec, ENSEMBLE_NAME, model_file)
+        return root
 
     preprocess_dir = root / PREPROCESS_NAME
     _write_config(preprocess_dir, preprocess_config(spec))
@@ -221,14 +245,14 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     _write_config(ensemble_dir, ensemble_config(spec))
     (ensemble_dir / LABELS_FILE).write_text(label_text)
 
-    marker = {
-        "written_by": "resnet-serve",
-        "profile": spec.profile,
-        "classifier": name,
-        "model_file": str(model_file.resolve()),
-    }
-    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+    _write_marker(root, spec, name, model_file)
     return root
+
+
+def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path) -> None:
+    marker = {"written_by": "resnet-serve", "profile": spec.profile, "classifier": classifier}
+    marker["model_file"] = str(model_file.resolve())
+    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def read_config(path: Path | str) -> mc.ModelConfig:
