@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from resnet_serve.preprocess import EXIF_ORIENTATION, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositorySpec, read_config, write_repository
-from resnet_serve.torch_classifier import GraphedClassifier, load_state_dict_model
+from resnet_serve.torch_classifier import GraphedClassifier
 
 from conftest import EXACT, reference_logits
 
@@ -73,17 +73,6 @@ def test_gpu_repository_passes_fp16_tensors_by_dlpack(tmp_path):
     assert classifier.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
     assert "GpuPreprocessor" in (root / "preprocess" / "1" / "model.py").read_text()
     assert (root / "resnet50_torch" / "1" / "model.pt").read_bytes() == b"state dict"
-
-
-def test_folded_batchnorm_is_the_same_function(model, images, tmp_path):
-    weights = tmp_path / "resnet50.pt"
-    torch.save(model.state_dict(), weights)
-    folded = load_state_dict_model(str(weights), torch.device("cpu"), torch.float32)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    batch = torch.from_numpy(np.stack([preprocess_image(images["mug_500x375.jpg"])]))
-    with torch.inference_mode():
-        expected = model(batch)
-        np.testing.assert_allclose(folded(batch).numpy(), expected.numpy(), atol=1e-3 * expected.abs().max().item())
 
 
 @needs_cuda
