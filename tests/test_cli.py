@@ -11,7 +11,7 @@ import pytest
 
 from resnet_serve.weights import IMAGENET_WEIGHTS, WEIGHTS_ENV, imagenet_weights_cached
 
-COMMANDS = ["demo", "export", "repo", "serve", "classify"]
+COMMANDS = ["demo", "export", "engine", "repo", "serve", "classify", "bench"]
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

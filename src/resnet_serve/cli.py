@@ -125,6 +125,16 @@ def _export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[byte
     return int8
 
 
+def cmd_engine(args: argparse.Namespace) -> int:
+    from resnet_serve.engine import EngineSpec, build_plan
+
+    spec = EngineSpec(args.precision == "fp16", args.min_batch, args.opt_batch, args.max_batch, args.workspace_mb << 20)
+    with step(f"Building TensorRT plan ({args.precision}, batch {args.min_batch}/{args.opt_batch}/{args.max_batch})"):
+        build_plan(Path(args.onnx), Path(args.output), spec)
+    print(args.output)
+    return 0
+
+
 def _preprocess_options(args: argparse.Namespace):
     from resnet_serve.preprocess import PreprocessOptions
 
@@ -183,16 +193,18 @@ def _marker(repository: Path) -> dict:
 
 
 def _run_until_signal(server) -> int:
-    """Block until SIGINT/SIGTERM or the server's own exit; then stop it."""
+    """Serve (restarting the server if a stub or the server dies) until SIGINT/SIGTERM; then stop."""
+    from resnet_serve.server import supervise
+
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(0.5):
-            if server.process.poll() is not None:
-                say(f"tritonserver exited on its own with code {server.process.returncode}\n{server.log_tail()}")
-                return 1
-        say("Stopping tritonserver (draining in-flight requests) ...")
-        return 0
+        status = supervise(server, stop, say)
+        if stop.is_set():
+            say("Draining in-flight requests, then stopping tritonserver ...")
+            if not server.wait_idle(timeout=30.0):
+                say("requests still arriving after 30 s: stopping anyway")
+        return status
     finally:
         server.stop()
         for sig, handler in previous.items():
@@ -377,6 +389,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_weights_options(export)
     export.set_defaults(handler=cmd_export)
+
+    engine = commands.add_parser(
+        "engine",
+        help="build a TensorRT plan from the ONNX model (needs TensorRT)",
+        description="ONNX -> TensorRT plan with the tensorrt Python API, as the seed's trtexec command: fp16 and "
+        "an optimisation profile over the batch axis. Build it on the GPU and TensorRT version that will serve it; "
+        "then `resnet-serve repo --plan FILE` writes resnet50_trt.",
+    )
+    engine.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"ONNX model (default {DEFAULT_ONNX})")
+    engine.add_argument("--output", "-o", default=str(DEFAULT_WORKDIR / "resnet50.plan"))
+    engine.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    engine.add_argument("--min-batch", type=int, default=1)
+    engine.add_argument("--opt-batch", type=int, default=1)
+    engine.add_argument("--max-batch", type=int, default=256)
+    engine.add_argument("--workspace-mb", type=int, default=4096)
+    engine.set_defaults(handler=cmd_engine)
 
     repo = commands.add_parser(
         "repo",

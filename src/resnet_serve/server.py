@@ -216,11 +216,15 @@ class TritonServer:
         return f"--- last lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM the server's process group (Triton drains in-flight requests), then SIGKILL."""
+        """SIGTERM tritonserver alone: it drains in-flight requests and stops its Python stubs itself.
+
+        After ``timeout`` seconds, or once it has exited, SIGKILL its process group so that no stub
+        outlives it.
+        """
         if self.process is None:
             return None
         if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -229,11 +233,109 @@ class TritonServer:
         _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
         return self.process.returncode
 
+    def _activity(self) -> tuple[float, float] | None:
+        """(queued requests, completed requests) summed over all models, from the metrics endpoint."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        totals = {"nv_inference_pending_request_count": 0.0, "nv_inference_request_success": 0.0,
+                  "nv_inference_request_failure": 0.0}  # fmt: skip
+        for line in text.splitlines():
+            name = line.split("{", 1)[0]
+            if name in totals:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+        pending, success, failure = totals.values()
+        return pending, success + failure
+
+    def wait_idle(self, timeout: float = 30.0, quiet_s: float = 1.0) -> bool:
+        """Wait until nothing is queued and no request has completed for ``quiet_s`` seconds.
+
+        Triton's own SIGTERM drain fails ensemble requests that are between two steps ("scheduler
+        for model has stopped accepting new inference requests"), so the drain happens here first.
+        """
+        deadline = time.monotonic() + timeout
+        last, quiet_since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            activity = self._activity()
+            if activity is None:
+                return False
+            if activity[0] > 0 or activity != last:
+                last, quiet_since = activity, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stub_pids(self) -> list[int]:
+        """The live Python-backend stub processes of this server."""
+        if self.process is None:
+            return []
+        return [pid for pid in _children(self.process.pid) if _is_stub(pid) and _alive(pid)]
+
+    def restart(self, timeout: float = 180.0) -> None:
+        """Stop without draining (a dead stub never finishes its requests), then start again."""
+        self.stop(timeout=5.0)
+        self.process = None
+        self.start(timeout)
+
     def __enter__(self) -> TritonServer:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _is_stub(pid: int) -> bool:
+    try:
+        return b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Running (not exited, not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def supervise(server: TritonServer, stop, log, max_restarts: int = 5, window_s: float = 600.0) -> int:
+    """Keep ``server`` serving until ``stop`` (a threading.Event) is set; returns an exit status.
+
+    Triton keeps a model "ready" after its Python stub dies, and fails every later request with
+    "Stub process ... is not healthy": so the stubs are watched, and when one dies, or the server
+    exits by itself, the server is restarted (requests in flight then get errors, never hangs).
+    More than ``max_restarts`` restarts within ``window_s`` seconds gives up with status 1.
+    """
+    restarts: list[float] = []
+    stubs = server.stub_pids()
+    while not stop.wait(1.0):
+        if server.process is not None and server.process.poll() is not None:
+            reason = f"tritonserver exited by itself (code {server.process.returncode})"
+        elif dead := [pid for pid in stubs if not _alive(pid)]:
+            reason = f"Python stub process {dead[0]} died"
+        else:
+            continue
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < window_s] + [now]
+        if len(restarts) > max_restarts:
+            log(f"{reason}; {max_restarts} restarts in {window_s:.0f} s already, giving up\n{server.log_tail()}")
+            return 1
+        log(f"{reason}; restarting tritonserver ({len(restarts)}/{max_restarts})")
+        server.restart()
+        stubs = server.stub_pids()
+        log(f"tritonserver restarted and ready ({len(stubs)} Python stubs)")
+    return 0
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

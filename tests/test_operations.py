@@ -1,0 +1,142 @@
+"""Operating it: metrics, clean shutdown with requests in flight, stub crashes, the soak script."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from resnet_serve.client import TritonClassifier
+from resnet_serve.server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prometheus_metrics_count_inferences_and_queue_time(server, images):
+    with TritonClassifier(server.grpc_url) as client:
+        client.logits([images["mug_500x375.jpg"]])
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    counts = [line for line in text.splitlines() if line.startswith('nv_inference_count{model="preprocess"')]
+    assert counts and float(counts[0].split()[-1]) >= 1
+    assert 'nv_inference_queue_duration_us{model="resnet50_ort"' in text
+
+
+def descendants(pid: int) -> set[int]:
+    """Live processes under ``pid`` (from /proc)."""
+    found, frontier = set(), {pid}
+    while frontier:
+        parent = frontier.pop()
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+            if fields.get("PPid", "").strip() == str(parent) and "Z" not in fields.get("State", ""):
+                child = int(fields["Pid"])
+                if child not in found:
+                    found.add(child)
+                    frontier.add(child)
+    return found
+
+
+def wait_ready(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("server not ready")
+
+
+def test_sigterm_drains_in_flight_requests_and_leaves_nothing_running(repository, images, tmp_path):
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "resnet_serve.cli", "serve", "--repository", str(repository),
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+         "--log-file", str(tmp_path / "log")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_ready(http_port)
+        server_processes = descendants(serve.pid)
+        assert server_processes  # tritonserver and its stubs
+
+        def classify(_: int) -> np.ndarray:
+            with TritonClassifier(f"127.0.0.1:{grpc_port}", timeout_s=60) as client:
+                return client.logits([images["mug.jpg"]])
+
+        with ThreadPoolExecutor(6) as pool:
+            in_flight = [pool.submit(classify, i) for i in range(6)]
+            time.sleep(0.5)  # the requests are queued or running
+            serve.send_signal(signal.SIGTERM)
+            results = [future.result(timeout=120) for future in in_flight]
+        assert all(r.shape == (1, 1000) for r in results)
+        assert serve.wait(60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    time.sleep(0.5)
+    assert not [pid for pid in server_processes if Path(f"/proc/{pid}").exists()]
+
+
+def test_soak_script_short_run(repository, tmp_path):
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--repository", str(repository),
+         "--minutes", "0.5", "--window", "10", "--concurrency", "4", "--max-rss-growth", "0.25",
+         "--json", str(out), "--image", os.environ.get("RESNET_SERVE_TEST_DATA", str(ROOT.parent / "shared/data"))],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["failed_requests"] == 0 and len(summary["windows"]) == 3
+    assert all(row["img_per_s"] > 0 and row["rss_mb"] > 100 for row in summary["windows"])
+
+
+def test_serve_restarts_the_server_when_a_stub_dies(repository, images, tmp_path):
+    # Triton keeps the model "ready" after a stub dies and fails every later request; serve watches
+    # the stubs and restarts the server.
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "resnet_serve.cli", "serve", "--repository", str(repository),
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+         "--log-file", str(tmp_path / "log")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_ready(http_port)
+        url = f"127.0.0.1:{grpc_port}"
+        with TritonClassifier(url) as client:
+            before = client.logits([images["mug_500x375.jpg"]])
+        stubs = [pid for pid in descendants(serve.pid) if b"stub" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert stubs
+        os.kill(stubs[0], signal.SIGKILL)
+        deadline, after = time.monotonic() + 90, None
+        while after is None and time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                with TritonClassifier(url, timeout_s=10) as client:
+                    after = client.logits([images["mug_500x375.jpg"]])
+            except Exception:  # errors (never hangs) until the restarted server is ready
+                continue
+        assert after is not None, "not serving again within 90 s"
+        np.testing.assert_array_equal(after, before)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+        assert "died; restarting tritonserver" in serve.stderr.read()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
