@@ -28,6 +28,7 @@ from resnet_serve.preprocess import (
     preprocess_image,
     resize_and_crop,
 )
+from resnet_serve.reference import reference_tensor
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mug.jpg"
 
@@ -47,20 +48,6 @@ def seed_preprocess(data: bytes) -> np.ndarray:
     return loader(Image.open(io.BytesIO(data))).unsqueeze(0).numpy()
 
 
-def torchvision_eval(data: bytes) -> np.ndarray:
-    from torchvision import transforms
-
-    transform = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return transform(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
-
-
 def _finish(rgb: np.ndarray) -> np.ndarray:
     image = resize_and_crop(Image.fromarray(rgb), 256, 224)
     return normalize_into(image, np.empty((3, 224, 224), np.float32))
@@ -77,7 +64,7 @@ def decoders(data: bytes) -> dict[str, Callable[[bytes], np.ndarray]]:
     width, height = Image.open(io.BytesIO(data)).size
     found: dict[str, Callable[[bytes], np.ndarray]] = {
         "seed (torchvision transforms, squash)": seed_preprocess,
-        "torchvision eval transform": torchvision_eval,
+        "torchvision eval transform": reference_tensor,
         "ours, full decode (exact)": lambda d: preprocess_image(d, PreprocessOptions(jpeg_draft=False)),
         "ours, Pillow draft >= 2x target (default)": preprocess_image,
     }
@@ -144,7 +131,7 @@ def main() -> None:
         (f"{args.image.name} {Image.open(io.BytesIO(original)).size}", original),
         ("500x375 JPEG", small.getvalue()),
     ):
-        reference = torchvision_eval(data)
+        reference = reference_tensor(data)
         candidates = decoders(data)
         seed_ms = median_ms(candidates["seed (torchvision transforms, squash)"], data, args.repeat)
         print(f"\n{label}: median ms per image, one thread ({args.repeat} runs)")

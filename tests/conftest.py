@@ -74,17 +74,10 @@ def onnx_model(tmp_path_factory, model) -> Path:
 def reference_logits(model, images: list[bytes]) -> np.ndarray:
     """torchvision's ImageNet eval transform + the torch model, in process: the ground truth."""
     import torch
-    from torchvision import transforms
 
-    transform = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        ]
-    )
-    batch = torch.stack([transform(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
+    from resnet_serve.reference import reference_tensor
+
+    batch = torch.from_numpy(np.stack([reference_tensor(data) for data in images]))
     with torch.inference_mode():
         return model(batch).numpy()
 

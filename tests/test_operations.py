@@ -61,7 +61,8 @@ def wait_ready(port: int, timeout: float = 120) -> None:
     raise AssertionError("server not ready")
 
 
-def test_sigterm_drains_in_flight_requests_and_leaves_nothing_running(repository, images, tmp_path):
+def start_serve(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """`resnet-serve serve` in a subprocess on free ports, once ready; returns it and its gRPC port."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     serve = subprocess.Popen(
         [sys.executable, "-m", "resnet_serve.cli", "serve", "--repository", str(repository),
@@ -69,8 +70,13 @@ def test_sigterm_drains_in_flight_requests_and_leaves_nothing_running(repository
          "--log-file", str(tmp_path / "log")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    wait_ready(http_port)
+    return serve, grpc_port
+
+
+def test_sigterm_drains_in_flight_requests_and_leaves_nothing_running(repository, images, tmp_path):
+    serve, grpc_port = start_serve(repository, tmp_path)
     try:
-        wait_ready(http_port)
         server_processes = descendants(serve.pid)
         assert server_processes  # tritonserver and its stubs
 
@@ -109,15 +115,8 @@ def test_soak_script_short_run(repository, tmp_path):
 def test_serve_restarts_the_server_when_a_stub_dies(repository, images, tmp_path):
     # Triton keeps the model "ready" after a stub dies and fails every later request; serve watches
     # the stubs and restarts the server.
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "resnet_serve.cli", "serve", "--repository", str(repository),
-         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-         "--log-file", str(tmp_path / "log")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    serve, grpc_port = start_serve(repository, tmp_path)
     try:
-        wait_ready(http_port)
         url = f"127.0.0.1:{grpc_port}"
         with TritonClassifier(url) as client:
             before = client.logits([images["mug_500x375.jpg"]])

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from resnet_serve.batching import gather_images, request_errors
+from resnet_serve.client import pack_images
 from resnet_serve.preprocess import (
     EXIF_ORIENTATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageError,
     PreprocessOptions,
+    preprocess_batch,
     preprocess_image,
-    preprocess_requests,
     rows_to_bytes,
 )
+from resnet_serve.reference import reference_tensor
 
 from conftest import EXACT, encode
-
-
-def torchvision_tensor(data: bytes) -> np.ndarray:
-    from torchvision import transforms
-
-    transform = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return transform(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
-
 
 ONE_GREY_LEVEL = 1 / (255 * min(IMAGENET_STD))  # the largest step one 8-bit level makes after Normalize
 
@@ -49,7 +35,7 @@ def test_matches_torchvision_eval_transform(images):
     for name, data in images.items():
         ours = preprocess_image(data, EXACT)
         assert ours.shape == (3, 224, 224) and ours.dtype == np.float32, name
-        difference = np.abs(ours - torchvision_tensor(data))
+        difference = np.abs(ours - reference_tensor(data))
         assert difference.max() <= ONE_GREY_LEVEL + 1e-5, name
         assert (difference > 1e-5).mean() < 0.005, name
 
@@ -116,10 +102,14 @@ def test_limits_refuse_before_decoding(images):
 
 def test_requests_fail_alone_and_name_the_image(images):
     good, bad = images["mug_500x375.jpg"], b"garbage"
-    results = preprocess_requests([[good], [good, bad, good], [bad]])
-    assert isinstance(results[0], np.ndarray) and results[0].shape == (1, 3, 224, 224)
-    assert results[1] == "image 1: not a recognised image format"
-    assert results[2].startswith("image 0:")
+    requests = [pack_images([good]), pack_images([good, bad, good]), pack_images([bad]), np.zeros((1, 4), np.float32)]
+    gathered = gather_images(requests, lambda tensor: tensor, "INPUT_0")
+    batch, image_errors = preprocess_batch(gathered.images)
+    errors = request_errors(gathered, image_errors)
+    assert errors[0] is None and batch[gathered.slices[0]].shape == (1, 3, 224, 224)
+    assert errors[1] == "image 1: not a recognised image format"
+    assert errors[2].startswith("image 0:")
+    assert errors[3].startswith("INPUT_0: expected UINT8")
 
 
 def test_rows_to_bytes_checks_the_tensor():

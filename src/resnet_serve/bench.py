@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_serve.client import pack_images
+from resnet_serve.client import Connection, pack_images
 from resnet_serve.repository import ENSEMBLE_NAME
 
 
@@ -106,6 +106,7 @@ class LoadGenerator:
         images_per_request: int = 1,
         model: str = ENSEMBLE_NAME,
         processes: int = 1,
+        connection: Connection | None = None,
     ):
         if protocol == "grpc":
             import tritonclient.grpc.aio as triton
@@ -113,6 +114,7 @@ class LoadGenerator:
             import tritonclient.http.aio as triton
         self.triton, self.url, self.protocol, self.model = triton, url, protocol, model
         self.images, self.images_per_request, self.processes = list(images), images_per_request, processes
+        self.connection = connection or Connection()
         self.inputs = []
         for start in range(len(images)):
             batch = pack_images([images[(start + k) % len(images)] for k in range(images_per_request)])
@@ -126,7 +128,7 @@ class LoadGenerator:
 
     def statistics_now(self) -> dict[str, dict[str, int]]:
         async def once() -> dict[str, dict[str, int]]:
-            client = self.triton.InferenceServerClient(self.url)
+            client = self.triton.InferenceServerClient(self.url, **self.connection.client_options(self.protocol))
             try:
                 return await self._statistics(client)
             finally:
@@ -139,7 +141,8 @@ class LoadGenerator:
         index = worker
         while (start := time.time()) < stop_at:
             try:
-                await client.infer(self.model, [self.inputs[index % len(self.inputs)]], outputs=outputs)
+                request = self.inputs[index % len(self.inputs)]
+                await client.infer(self.model, [request], outputs=outputs, headers=self.connection.headers or None)
                 if start >= warm_until:
                     latencies.append((time.time() - start) * 1000)
             except Exception as exc:  # every failed request is counted, the first one reported
@@ -149,7 +152,7 @@ class LoadGenerator:
 
     async def measure(self, concurrency: int, warm_until: float, stop_at: float, with_stats: bool = False):
         """Latencies (ms) and errors of requests started in [warm_until, stop_at); stats if asked."""
-        client = self.triton.InferenceServerClient(self.url)
+        client = self.triton.InferenceServerClient(self.url, **self.connection.client_options(self.protocol))
         latencies: list[float] = []
         errors: list[str] = []
         stats: list[dict] = []
@@ -195,7 +198,7 @@ class LoadGenerator:
         from concurrent.futures import ProcessPoolExecutor
 
         shares = [concurrency // processes + (1 if k < concurrency % processes else 0) for k in range(processes)]
-        arguments = (self.url, self.protocol, self.images, self.images_per_request, self.model)
+        arguments = (self.url, self.protocol, self.images, self.images_per_request, self.model, self.connection)
         context = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC state
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
             futures = [pool.submit(_measure_worker, *arguments, share, warm_until, stop_at) for share in shares]
@@ -208,8 +211,8 @@ class LoadGenerator:
         return latencies, errors, (before, after)
 
 
-def _measure_worker(url, protocol, images, images_per_request, model, concurrency, warm_until, stop_at):
-    generator = LoadGenerator(url, protocol, images, images_per_request, model)
+def _measure_worker(url, protocol, images, images_per_request, model, connection, concurrency, warm_until, stop_at):
+    generator = LoadGenerator(url, protocol, images, images_per_request, model, connection=connection)
     latencies, errors, _ = asyncio.run(generator.measure(concurrency, warm_until, stop_at))
     return latencies, errors
 

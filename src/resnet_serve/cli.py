@@ -1,4 +1,4 @@
-"""The ``resnet-serve`` command line: export, repo, serve, classify, demo."""
+"""The ``resnet-serve`` command line: demo, export, engine, repo, serve, classify, bench."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from resnet_serve.preprocess import ImageError
 from resnet_serve.progress import say, step, warn
 
 DEFAULT_WORKDIR = Path("build")
@@ -81,13 +80,35 @@ def _add_repository_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ssl", action="store_true", help="TLS to the server (gRPC or HTTPS)")
+    parser.add_argument("--root-certificates", metavar="PEM", help="CA bundle for --ssl (gRPC)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sent with every request, e.g. 'Authorization=Bearer TOKEN' (repeatable)",
+    )
+
+
+def _connection(args: argparse.Namespace):
+    from resnet_serve.client import Connection
+    from resnet_serve.errors import ResnetServeError
+
+    if bad := [item for item in args.header if "=" not in item]:
+        raise ResnetServeError(f"--header needs KEY=VALUE, got {bad[0]!r}")
+    headers = dict(item.split("=", 1) for item in args.header)
+    return Connection(ssl=args.ssl, root_certificates=args.root_certificates, headers=headers)
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnet_serve.build import export_checked, load_model
+    from resnet_serve.build import export_checked, export_int8, load_model
     from resnet_serve.client import read_images
 
     if args.int8 and not args.calibration:
@@ -98,31 +119,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     export_checked(loaded, output, read_images(args.check_image), args.opset)
     print(output)
     if args.int8:
-        print(_export_int8(output, read_images(args.calibration), read_images(args.report)))
+        print(export_int8(output, read_images(args.calibration), read_images(args.report)))
     return 0
-
-
-def _export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[bytes]) -> Path:
-    import numpy as np
-
-    from resnet_serve.preprocess import preprocess_batch
-    from resnet_serve.quantize import agreement, quantize_int8
-
-    int8 = fp32.with_name(fp32.stem + ".int8.onnx")
-    with step(f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images) -> {int8}"):
-        batch, errors = preprocess_batch(calibration)
-        usable = np.asarray([error is None for error in errors])
-        if not usable.any():
-            raise ImageError("none of the calibration images could be decoded")
-        quantize_int8(fp32, int8, batch[usable])
-    if report:
-        batch, errors = preprocess_batch(report)
-        result = agreement(fp32, int8, batch[[error is None for error in errors]])
-        say(
-            f"int8 vs fp32 on {result.images} image(s): top-1 agreement {result.top1_agreement:.1%}, "
-            f"top-5 overlap {result.top5_overlap:.1%}, logit correlation {result.logit_correlation:.4f}"
-        )
-    return int8
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -150,7 +148,8 @@ def _repository_spec(args: argparse.Namespace):
     from resnet_serve.repository import RepositorySpec
 
     gpu = args.device == "cuda"
-    classifier = args.classifier or ("trt" if args.plan else "torch" if gpu else "ort")
+    default = "onnx" if getattr(args, "target", "bundled") == "ngc" else "ort"
+    classifier = args.classifier or ("trt" if args.plan else "torch" if gpu else default)
     if classifier == "torch":
         model_file = args.torch_weights
     else:
@@ -224,8 +223,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gpu_tensors = "resnet50_torch" in _marker(repository).get("classifier", "")
     pool_mb = args.cuda_memory_pool_mb if args.cuda_memory_pool_mb is not None else (1024 if gpu_tensors else 0)
     settings = ServerSettings(
-        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose, pool_mb << 20
-    )
+        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose, pool_mb << 20,
+        extra_args=args.triton_args,
+    )  # fmt: skip
     server = TritonServer(settings, find_server(args.server, args.backend_directory), Path(args.log_file).resolve())
     with step(f"Starting tritonserver ({server.binary.executable})"):
         server.start(args.timeout)
@@ -260,7 +260,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from resnet_serve.client import TritonClassifier, image_paths, read_images
 
     paths = image_paths(args.images)
-    with TritonClassifier(args.url, args.protocol, timeout_s=args.timeout) as client:
+    with TritonClassifier(args.url, args.protocol, timeout_s=args.timeout, connection=_connection(args)) as client:
         results, latency_ms = client.classify(read_images(paths), args.top_k)
     _print_results([str(path) for path in paths], results, latency_ms, args.json)
     return 0
@@ -305,8 +305,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     points: list[bench.Point] = []
     if args.url:
         generator = bench.LoadGenerator(
-            args.url, args.protocol, images, args.images_per_request, processes=args.client_processes
-        )
+            args.url, args.protocol, images, args.images_per_request, processes=args.client_processes,
+            connection=_connection(args),
+        )  # fmt: skip
         points += bench.sweep(generator, "server", concurrencies, args.seconds, args.warmup)
     setups = args.setup or ([] if args.url else ["ours", "seed", "in-process"])
     binary = find_server(args.server, args.backend_directory) if set(setups) & set(bench.SERVER_SETUPS) else None
@@ -425,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for --device cuda (default {DEFAULT_TORCH})"
     )
     repo.add_argument(
+        "--target",
+        choices=["bundled", "ngc"],
+        default="bundled",
+        help="bundled: the PyPI tritonserver (classifier on the Python backend); ngc: NVIDIA's tritonserver image "
+        "(native onnxruntime backend, or tensorrt_plan with --plan)",
+    )
+    repo.add_argument(
         "--profile", choices=sorted(PROFILES), default="ours", help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
     )
     repo.add_argument(
@@ -453,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     serve.add_argument(
+        "triton_args",
+        nargs="*",
+        metavar="-- TRITON_ARG",
+        help="after --, more tritonserver arguments (e.g. -- --grpc-use-ssl=true --grpc-server-cert=...)",
+    )
+    serve.add_argument(
         "--cuda-memory-pool-mb",
         type=int,
         help="GPU memory pool for tensors passed between steps (default: 1024 for GPU repositories, else 0)",
@@ -471,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     classify.add_argument("--timeout", type=float, default=60.0, help="request timeout in seconds")
     _add_client_options(classify)
+    _add_connection_options(classify)
     classify.set_defaults(handler=cmd_classify)
 
     bench = commands.add_parser(
@@ -501,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="PNG", help="plot img/s and p99 against concurrency (needs matplotlib)")
     _add_repository_options(bench)
     _add_server_options(bench)
+    _add_connection_options(bench)
     bench.set_defaults(handler=cmd_bench, plan=None, int8=False, classifier="ort", profile="ours")
     return parser
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,22 @@ from resnet_serve.repository import ENSEMBLE_NAME, labels
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a remote server: TLS and headers (e.g. a bearer token) for every request."""
+
+    ssl: bool = False
+    root_certificates: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def client_options(self, protocol: str) -> dict:
+        if not self.ssl:
+            return {}
+        if protocol == "grpc":
+            return {"ssl": True, "root_certificates": self.root_certificates}
+        return {"ssl": True}
 
 
 @dataclass(frozen=True)
@@ -57,20 +73,27 @@ class TritonClassifier:
     """A client for the ensemble (``protocol`` grpc or http)."""
 
     def __init__(
-        self, url: str | None = None, protocol: str = "grpc", model: str = ENSEMBLE_NAME, timeout_s: float = 60.0
+        self,
+        url: str | None = None,
+        protocol: str = "grpc",
+        model: str = ENSEMBLE_NAME,
+        timeout_s: float = 60.0,
+        connection: Connection | None = None,
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
+        self.connection = connection or Connection()
         self.url = url or DEFAULT_URLS[protocol]
         if protocol == "grpc":
             import tritonclient.grpc as triton
         else:
             import tritonclient.http as triton
         self._triton = triton
-        self._client = triton.InferenceServerClient(
-            self.url, **({} if protocol == "grpc" else {"network_timeout": timeout_s})
-        )
+        options = self.connection.client_options(protocol)
+        if protocol == "http":
+            options["network_timeout"] = timeout_s
+        self._client = triton.InferenceServerClient(self.url, **options)
 
     def logits(self, images: Sequence[bytes]) -> np.ndarray:
         """FP32 [N, 1000] logits for N encoded images, sent as one request."""
@@ -79,7 +102,8 @@ class TritonClassifier:
         request_input.set_data_from_numpy(batch)
         output = self._triton.InferRequestedOutput("OUTPUT")
         extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        result = self._client.infer(self.model, [request_input], outputs=[output], **extra)
+        headers = self.connection.headers or None
+        result = self._client.infer(self.model, [request_input], outputs=[output], headers=headers, **extra)
         return result.as_numpy("OUTPUT")
 
     def classify(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction]], float]:

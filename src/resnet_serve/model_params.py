@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from resnet_serve.preprocess import PreprocessOptions
+
 
 def config_parameters(args: Mapping[str, Any]) -> dict[str, str]:
     """The ``parameters`` of the model config that Triton passes to ``initialize(args)``."""
@@ -23,3 +25,14 @@ def bool_parameter(params: Mapping[str, str], name: str, default: bool) -> bool:
     """A yes/no parameter ("true", "1", "yes", "on" are true), ``default`` when absent."""
     value = params.get(name, "").strip().lower()
     return value in ("true", "1", "yes", "on") if value else default
+
+
+def preprocess_options(params: Mapping[str, str]) -> PreprocessOptions:
+    """The preprocess options a repository wrote into a model's parameters (defaults elsewhere)."""
+    defaults = PreprocessOptions()
+    return PreprocessOptions(
+        max_image_bytes=int_parameter(params, "max_image_bytes", defaults.max_image_bytes),
+        max_pixels=int_parameter(params, "max_pixels", defaults.max_pixels),
+        exif_transpose=bool_parameter(params, "exif_transpose", defaults.exif_transpose),
+        jpeg_draft=bool_parameter(params, "jpeg_draft", defaults.jpeg_draft),
+    )

@@ -194,25 +194,3 @@ def preprocess_batch(
     indices = range(len(images))
     errors = list(executor.map(run, indices)) if executor and len(images) > 1 else [run(i) for i in indices]
     return out, errors
-
-
-def preprocess_requests(
-    requests: Sequence[Sequence[bytes]],
-    options: PreprocessOptions = PreprocessOptions(),
-    executor: Executor | None = None,
-) -> list[np.ndarray | str]:
-    """Preprocess the images of several requests together; one result per request.
-
-    A result is the request's [n, 3, crop, crop] array, or an error message naming each image of
-    that request that failed (the other requests are unaffected).
-    """
-    flat = [image for images in requests for image in images]
-    batch, errors = preprocess_batch(flat, options, executor)
-    results: list[np.ndarray | str] = []
-    start = 0
-    for images in requests:
-        stop = start + len(images)
-        failed = [f"image {i}: {err}" for i, err in enumerate(errors[start:stop]) if err is not None]
-        results.append("; ".join(failed) if failed else batch[start:stop])
-        start = stop
-    return results

@@ -25,6 +25,9 @@ from pathlib import Path
 
 from resnet_serve.errors import ResnetServeError
 
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+
 
 class ServerError(ResnetServeError):
     """The server could not be found, started or made ready."""
@@ -193,7 +196,7 @@ class TritonServer:
 
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"http://{self.http_url}{READY_PATH}", timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False

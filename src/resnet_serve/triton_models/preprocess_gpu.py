@@ -9,43 +9,30 @@ import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 
-from resnet_serve.model_params import bool_parameter, config_parameters, int_parameter
-from resnet_serve.preprocess import ImageError, PreprocessOptions, rows_to_bytes
+from resnet_serve.batching import gather_images, request_errors
+from resnet_serve.model_params import config_parameters, preprocess_options
 from resnet_serve.preprocess_gpu import GpuPreprocessor
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        defaults = PreprocessOptions()
-        options = PreprocessOptions(
-            max_image_bytes=int_parameter(params, "max_image_bytes", defaults.max_image_bytes),
-            max_pixels=int_parameter(params, "max_pixels", defaults.max_pixels),
-            exif_transpose=bool_parameter(params, "exif_transpose", defaults.exif_transpose),
-            jpeg_draft=bool_parameter(params, "jpeg_draft", defaults.jpeg_draft),
-        )
         dtype = torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
-        self.preprocess = GpuPreprocessor(params.get("device", "cuda:0"), dtype, options)
+        self.preprocess = GpuPreprocessor(params.get("device", "cuda:0"), dtype, preprocess_options(params))
 
     def execute(self, requests):
-        images, counts, bad_input = [], [], {}
-        for index, request in enumerate(requests):
-            try:
-                rows = rows_to_bytes(pb_utils.get_input_tensor_by_name(request, "INPUT_0").as_numpy())
-            except ImageError as exc:
-                rows, bad_input[index] = [], f"INPUT_0: {exc}"
-            images.extend(rows)
-            counts.append(len(rows))
-        batch, errors = self.preprocess(images)
+        gathered = gather_images(requests, _image_tensor, "INPUT_0")
+        batch, image_errors = self.preprocess(gathered.images)
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
-        responses, start = [], 0
-        for index, count in enumerate(counts):
-            failed = [f"image {i}: {e}" for i, e in enumerate(errors[start : start + count]) if e is not None]
-            message = bad_input.get(index) or "; ".join(failed)
-            if message:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
+        responses = []
+        for where, error in zip(gathered.slices, request_errors(gathered, image_errors), strict=True):
+            if error:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
             else:
-                output = pb_utils.Tensor.from_dlpack("OUTPUT_0", to_dlpack(batch[start : start + count]))
+                output = pb_utils.Tensor.from_dlpack("OUTPUT_0", to_dlpack(batch[where]))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
-            start += count
         return responses
+
+
+def _image_tensor(request):
+    return pb_utils.get_input_tensor_by_name(request, "INPUT_0").as_numpy()
