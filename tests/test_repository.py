@@ -83,3 +83,15 @@ def test_refuses_a_foreign_directory_but_rewrites_its_own(tmp_path, fake_onnx):
 def test_missing_model_file_is_an_error(tmp_path):
     with pytest.raises(RepositoryError, match="does not exist"):
         write_repository(tmp_path / "repo", RepositorySpec(model_file=tmp_path / "nope.onnx"))
+
+
+def test_marker_says_when_steps_pass_gpu_tensors(tmp_path, fake_onnx):
+    from resnet_serve.repository import read_marker
+
+    cpu = write_repository(tmp_path / "cpu", RepositorySpec(model_file=fake_onnx))
+    gpu = write_repository(tmp_path / "gpu", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda"))
+    fused = write_repository(
+        tmp_path / "fused", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", profile="fused")
+    )
+    assert [read_marker(root)["gpu_tensors"] for root in (cpu, gpu, fused)] == [False, True, False]
+    assert read_marker(tmp_path / "nowhere") == {}

@@ -405,13 +405,11 @@ def serve_and_sweep(
 ) -> list[Point]:
     """Write ``spec``'s repository, start tritonserver on free ports, sweep, stop."""
     from resnet_serve.repository import write_repository
-    from resnet_serve.server import ServerSettings, TritonServer
+    from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer
 
     repository = write_repository(workdir / setup / "model_repository", spec)
-    gpu_tensors = spec.classifier == "torch"
-    settings = ServerSettings.on_free_ports(
-        repository.resolve(), cuda_memory_pool_bytes=(1 << 30) if gpu_tensors else 0
-    )
+    pool = GPU_TENSOR_POOL_BYTES if spec.passes_gpu_tensors else 0
+    settings = ServerSettings.on_free_ports(repository.resolve(), cuda_memory_pool_bytes=pool)
     with TritonServer(settings, binary, (workdir / setup / "tritonserver.log").resolve()) as server:
         url = server.grpc_url if protocol == "grpc" else server.http_url
         generator = LoadGenerator(url, protocol, images, images_per_request, processes=client_processes)

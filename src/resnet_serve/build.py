@@ -80,20 +80,24 @@ def ensure_onnx(
     return output
 
 
+def _decodable(images: Sequence[bytes], what: str) -> np.ndarray:
+    """The preprocessed batch of the images that decode; an ImageError when none does."""
+    batch, errors = preprocess_batch(images)
+    usable = [error is None for error in errors]
+    if not any(usable):
+        raise ImageError(f"none of the {what} images could be decoded")
+    return batch[usable]
+
+
 def export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[bytes]) -> Path:
     """Quantize ``fp32`` to ``<stem>.int8.onnx``; print its agreement with fp32 on ``report``."""
     from resnet_serve.quantize import agreement, quantize_int8
 
     int8 = fp32.with_name(fp32.stem + ".int8.onnx")
     with step(f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images) -> {int8}"):
-        batch, errors = preprocess_batch(calibration)
-        usable = np.asarray([error is None for error in errors])
-        if not usable.any():
-            raise ImageError("none of the calibration images could be decoded")
-        quantize_int8(fp32, int8, batch[usable])
+        quantize_int8(fp32, int8, _decodable(calibration, "calibration"))
     if report:
-        batch, errors = preprocess_batch(report)
-        result = agreement(fp32, int8, batch[[error is None for error in errors]])
+        result = agreement(fp32, int8, _decodable(report, "report"))
         say(
             f"int8 vs fp32 on {result.images} image(s): top-1 agreement {result.top1_agreement:.1%}, "
             f"top-5 overlap {result.top5_overlap:.1%}, logit correlation {result.logit_correlation:.4f}"

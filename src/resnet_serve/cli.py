@@ -181,16 +181,6 @@ def cmd_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _marker(repository: Path) -> dict:
-    """What resnet-serve recorded about a repository it wrote ({} for others)."""
-    from resnet_serve.repository import MARKER_FILE
-
-    try:
-        return json.loads((repository / MARKER_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _run_until_signal(server) -> int:
     """Serve (restarting the server if a stub or the server dies) until SIGINT/SIGTERM; then stop."""
     from resnet_serve.server import supervise
@@ -211,7 +201,8 @@ def _run_until_signal(server) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from resnet_serve.server import ServerSettings, TritonServer, find_server
+    from resnet_serve.repository import read_marker
+    from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer, find_server
 
     host = "0.0.0.0" if args.public else args.host
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -220,10 +211,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not (repository / "ensemble_python_resnet50" / "config.pbtxt").is_file():
         say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
         return 2
-    gpu_tensors = "resnet50_torch" in _marker(repository).get("classifier", "")
-    pool_mb = args.cuda_memory_pool_mb if args.cuda_memory_pool_mb is not None else (1024 if gpu_tensors else 0)
+    if args.cuda_memory_pool_mb is not None:
+        pool_bytes = args.cuda_memory_pool_mb << 20
+    else:
+        pool_bytes = GPU_TENSOR_POOL_BYTES if read_marker(repository).get("gpu_tensors") else 0
     settings = ServerSettings(
-        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose, pool_mb << 20,
+        repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose, pool_bytes,
         extra_args=args.triton_args,
     )  # fmt: skip
     server = TritonServer(settings, find_server(args.server, args.backend_directory), Path(args.log_file).resolve())
@@ -469,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cuda-memory-pool-mb",
         type=int,
-        help="GPU memory pool for tensors passed between steps (default: 1024 for GPU repositories, else 0)",
+        help="GPU memory pool for tensors passed between steps (default: 1024 for --device cuda repositories, else 0)",
     )
     _add_server_options(serve)
     serve.set_defaults(handler=cmd_serve)

@@ -67,6 +67,11 @@ class RepositorySpec:
         return CLASSIFIERS[self.classifier][0]
 
     @property
+    def passes_gpu_tensors(self) -> bool:
+        """True when the preprocess step hands GPU tensors to the classifier (the server needs a CUDA pool)."""
+        return self.device == "cuda" and self.profile == "ours"
+
+    @property
     def image_tensor_type(self) -> int:
         """The type of the preprocessed images passed between the steps."""
         fp16 = self.classifier == "torch" and self.dtype == "fp16" and self.profile == "ours"
@@ -251,8 +256,16 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
 
 def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path) -> None:
     marker = {"written_by": "resnet-serve", "profile": spec.profile, "classifier": classifier}
-    marker["model_file"] = str(model_file.resolve())
+    marker.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def read_marker(root: Path | str) -> dict:
+    """What resnet-serve recorded about a repository it wrote ({} for any other directory)."""
+    try:
+        return json.loads((Path(root) / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def read_config(path: Path | str) -> mc.ModelConfig:

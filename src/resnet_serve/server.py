@@ -27,6 +27,9 @@ from resnet_serve.errors import ResnetServeError
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
+# CUDA memory pool for repositories whose steps pass GPU tensors: a full fp16 batch of 256 is 77 MB;
+# too small a pool makes Triton copy them through the host ("failed to copy data" in its log).
+GPU_TENSOR_POOL_BYTES = 1 << 30
 
 
 class ServerError(ResnetServeError):
