@@ -71,6 +71,10 @@ def start_serve(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen, int
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_ready(http_port)
+    # Ready over HTTP can come before serve itself has seen it and started watching the stubs.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "Ctrl-C stops it" not in serve.stderr.readline():
+        pass
     return serve, grpc_port
 
 
@@ -131,7 +135,7 @@ def test_serve_restarts_the_server_when_a_stub_dies(repository, images, tmp_path
                     after = client.logits([images["mug_500x375.jpg"]])
             except Exception:  # errors (never hangs) until the restarted server is ready
                 continue
-        assert after is not None, "not serving again within 90 s"
+        assert after is not None, f"not serving again within 90 s; serve said: {_stop_and_read(serve)}"
         np.testing.assert_array_equal(after, before)
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
@@ -139,3 +143,8 @@ def test_serve_restarts_the_server_when_a_stub_dies(repository, images, tmp_path
     finally:
         if serve.poll() is None:
             serve.kill()
+
+
+def _stop_and_read(serve: subprocess.Popen) -> str:
+    serve.terminate()
+    return serve.communicate(timeout=60)[1]
