@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -23,8 +24,7 @@ from resnet_serve.server import ServerSettings, TritonServer
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mug.jpg"
 
 
-def process_tree_rss_mb(root_pid: int) -> float:
-    """Resident memory of a process and all its descendants, from /proc (Linux)."""
+def _process_tree(root_pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -32,17 +32,47 @@ def process_tree_rss_mb(root_pid: int) -> float:
             children.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
         except (OSError, KeyError, ValueError):
             continue
-    total_kb, stack = 0, [root_pid]
+    pids, stack = [], [root_pid]
     while stack:
         pid = stack.pop()
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            pass
+        pids.append(pid)
         stack.extend(children.get(pid, []))
-    return total_kb / 1024
+    return pids
+
+
+def _process_name(pid: int) -> str:
+    """tritonserver, or a stub's model instance (its 9th argument, e.g. ``preprocess_0_0``)."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if b"triton_python_backend_stub" in args[0] and len(args) > 8:
+        return args[8].decode()
+    return Path(args[0].decode()).name
+
+
+def server_memory_mb(root_pid: int) -> dict:
+    """Memory of tritonserver and its stubs, from /proc (Linux), in MB.
+
+    ``rss``: resident memory summed over the processes (shared memory counts once per process that
+    touches it: the goal is measured on this). ``pss``: the same with shared pages split between
+    their processes. ``by_process``: resident anonymous and shared memory of each process.
+    """
+    total = {"rss": 0.0, "pss": 0.0}
+    by_process = {}
+    for pid in _process_tree(root_pid):
+        try:
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+            name = _process_name(pid)
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        mb = {
+            key: int(value.split()[0]) / 1024
+            for key, value in status.items()
+            if key in ("VmRSS", "RssAnon", "RssShmem")
+        }
+        total["rss"] += mb["VmRSS"]
+        total["pss"] += int(rollup["Pss"].split()[0]) / 1024
+        by_process[name] = {"anon": round(mb["RssAnon"], 1), "shmem": round(mb["RssShmem"], 1)}
+    return {"rss_mb": round(total["rss"], 1), "pss_mb": round(total["pss"], 1), "by_process": by_process}
 
 
 def soak(server: TritonServer, images: list[bytes], concurrency: int, windows: int, window_s: float) -> list[dict]:
@@ -57,11 +87,21 @@ def soak(server: TritonServer, images: list[bytes], concurrency: int, windows: i
             "p99_ms": round(point.p99_ms, 1),
             "errors": point.errors,
             "first_error": point.first_error,
-            "rss_mb": round(process_tree_rss_mb(server.process.pid), 1),
+            **server_memory_mb(server.process.pid),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def by_thirds(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Median throughput, p99 and memory over the first, middle and last third of the windows."""
+    size = max(1, len(rows) // 3)
+    parts = {"first": rows[:size], "middle": rows[size:-size] or rows[:size], "last": rows[-size:]}
+    return {
+        name: {key: round(statistics.median(row[key] for row in part), 1) for key in ("img_per_s", "p99_ms", "rss_mb")}
+        for name, part in parts.items()
+    }
 
 
 def main() -> int:
@@ -81,9 +121,16 @@ def main() -> int:
     warmup = max(1, len(rows) // 5)  # the first fifth: arenas and shared-memory pools fill up
     growth = rows[-1]["rss_mb"] / rows[warmup - 1]["rss_mb"] - 1
     failed = sum(row["errors"] for row in rows)
-    summary = {"windows": rows, "rss_growth_after_warmup": round(growth, 4), "failed_requests": failed}
+    summary = {
+        "windows": rows,
+        "rss_growth_after_warmup": round(growth, 4),
+        "failed_requests": failed,
+        "thirds": by_thirds(rows),
+    }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
+    for name, third in summary["thirds"].items():
+        print(f"{name} third: {third['img_per_s']} img/s, p99 {third['p99_ms']} ms, {third['rss_mb']} MB (medians)")
     print(f"RSS growth after warm-up: {growth:+.1%}; failed requests: {failed}")
     return 0 if failed == 0 and growth <= args.max_rss_growth else 1
 

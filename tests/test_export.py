@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 import torch
 
 from resnet_serve.build import parity_batch
 from resnet_serve.export import ExportError, check_parity, max_logit_difference
+from resnet_serve.ort_session import OrtClassifier, create_session
 from resnet_serve.weights import WeightsError, load_resnet50, load_weights_file, random_resnet50
 
 
@@ -23,6 +25,17 @@ def test_onnx_contract(onnx_model):
 def test_onnx_matches_torch_on_a_real_image(model, onnx_model, images):
     batch, _ = parity_batch([images["mug.jpg"], images["mug_500x375.jpg"]])
     assert check_parity(model, onnx_model, batch) < 1e-3
+
+
+def test_ort_classifier_runs_big_batches_in_chunks(onnx_model):
+    session = create_session(onnx_model)
+    batch = np.random.default_rng(0).standard_normal((5, 3, 224, 224), dtype=np.float32)
+    whole = OrtClassifier(session, max_run_batch=8)(batch)
+    chunked = OrtClassifier(session, max_run_batch=2)
+    chunked.warm_up()  # batches of 2 and 1
+    np.testing.assert_allclose(chunked(batch), whole, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 1"):
+        OrtClassifier(session, max_run_batch=0)
 
 
 def test_parity_check_fails_on_a_different_model(onnx_model, images):

@@ -118,7 +118,7 @@ def test_fused_profile_keeps_the_ensemble_contract(tmp_path):
 @pytest.mark.parametrize("profile", ["ours", "fused"])
 def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):
     from resnet_serve.client import TritonClassifier
-    from resnet_serve.server import ServerSettings, TritonServer
+    from resnet_serve.server import ServerSettings, TritonServer, expected_stub_count
 
     weights = tmp_path / "resnet50.pt"
     torch.save(model.state_dict(), weights)
@@ -131,6 +131,7 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):
         with pytest.raises(Exception, match="image 1: not a recognised image format"):
             client.logits([images["mug.jpg"], b"junk"])
         again = client.logits([images["mug_500x375.jpg"]])
+        assert len(server.stub_pids()) == expected_stub_count(root)  # serve's count of KIND_GPU stubs holds
     log = (tmp_path / "log").read_text()
     assert "failed to copy data" not in log  # GPU tensors went by DLPack, not through the host
     expected = reference_logits(model, [images[name] for name in names])

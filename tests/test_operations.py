@@ -7,15 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from resnet_serve.client import TritonClassifier
-from resnet_serve.server import free_port
+from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, supervise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,14 +109,15 @@ def test_soak_script_short_run(repository, tmp_path):
     out = tmp_path / "soak.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--repository", str(repository),
-         "--minutes", "0.5", "--window", "10", "--concurrency", "4", "--max-rss-growth", "0.25",
+         "--minutes", "1", "--window", "10", "--concurrency", "4", "--max-rss-growth", "0.10",
          "--json", str(out), "--image", os.environ.get("RESNET_SERVE_TEST_DATA", str(ROOT.parent / "shared/data"))],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(out.read_text())
-    assert summary["failed_requests"] == 0 and len(summary["windows"]) == 3
+    assert summary["failed_requests"] == 0 and len(summary["windows"]) == 6
     assert all(row["img_per_s"] > 0 and row["rss_mb"] > 100 for row in summary["windows"])
+    assert set(summary["windows"][0]["by_process"]) == {"tritonserver", "preprocess_0_0", "resnet50_ort_0_0"}
 
 
 def test_serve_restarts_the_server_when_a_stub_dies(repository, images, tmp_path):
@@ -143,6 +147,72 @@ def test_serve_restarts_the_server_when_a_stub_dies(repository, images, tmp_path
     finally:
         if serve.poll() is None:
             serve.kill()
+
+
+def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, images, tmp_path):
+    server = TritonServer(ServerSettings.on_free_ports(repository), log_path=tmp_path / "log").start()
+    stop, said, status = threading.Event(), [], []
+    try:
+        stubs = server.stub_pids()
+        assert len(stubs) == 2  # preprocess and resnet50_ort
+        os.kill(stubs[0], signal.SIGKILL)
+        while Path(f"/proc/{stubs[0]}").exists() and server.stub_pids() == stubs:
+            time.sleep(0.05)
+
+        def log(line: str) -> None:
+            said.append(line)
+            if "restarted and ready" in line:
+                stop.set()
+
+        watcher = threading.Thread(target=lambda: status.append(supervise(server, stop, log)))
+        watcher.start()
+        watcher.join(120)
+        assert status == [0], said
+        assert "1 Python stub processes running, the repository's configs ask for 2" in said[0]
+        assert len(server.stub_pids()) == 2
+        with TritonClassifier(server.grpc_url) as client:
+            assert client.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_model_control_is_off_by_default_and_behind_a_key_when_enabled(server, repository, images, tmp_path):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    def load(url: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"http://{url}/v2/repository/models/preprocess/load", b"{}", headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert load(server.http_url, {}) >= 400  # the default: no client can load or unload models
+    settings = ServerSettings.on_free_ports(repository, model_control_key="Admin-Key=s3cret")
+    with TritonServer(settings, log_path=tmp_path / "log") as keyed:
+        assert load(keyed.http_url, {}) >= 400
+        assert load(keyed.http_url, {"admin-key": "wrong"}) >= 400
+        assert load(keyed.http_url, {"admin-key": "s3cret"}) == 200
+        client = grpcclient.InferenceServerClient(keyed.grpc_url)
+        with pytest.raises(InferenceServerException):
+            client.get_model_repository_index()
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_model_repository_index(headers={"admin-key": "s3cret"})
+        grpc_header = {"triton-grpc-protocol-admin-key": "s3cret"}  # Triton's prefix for gRPC metadata
+        names = {model.name for model in client.get_model_repository_index(headers=grpc_header).models}
+        assert "ensemble_python_resnet50" in names
+        with TritonClassifier(keyed.grpc_url) as classifier:  # inference needs no key
+            assert classifier.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
+
+
+def test_model_control_cannot_be_enabled_around_the_key(repository):
+    settings = ServerSettings.on_free_ports(repository, extra_args=["--model-control-mode=explicit"])
+    with pytest.raises(ServerError, match="--model-control-key"):
+        TritonServer(settings).start()
+    with pytest.raises(ServerError, match="HEADER=VALUE"):
+        TritonServer(ServerSettings.on_free_ports(repository, model_control_key="nokey")).start()
 
 
 def _stop_and_read(serve: subprocess.Popen) -> str:

@@ -103,13 +103,16 @@ def test_limits_refuse_before_decoding(images):
 def test_requests_fail_alone_and_name_the_image(images):
     good, bad = images["mug_500x375.jpg"], b"garbage"
     requests = [pack_images([good]), pack_images([good, bad, good]), pack_images([bad]), np.zeros((1, 4), np.float32)]
-    gathered = gather_images(requests, lambda tensor: tensor, "INPUT_0")
+    requests.append(pack_images([good] * 4))  # larger than the request limit
+    gathered = gather_images(requests, lambda tensor: tensor, "INPUT_0", max_request_bytes=3 * len(good))
     batch, image_errors = preprocess_batch(gathered.images)
     errors = request_errors(gathered, image_errors)
     assert errors[0] is None and batch[gathered.slices[0]].shape == (1, 3, 224, 224)
     assert errors[1] == "image 1: not a recognised image format"
     assert errors[2].startswith("image 0:")
     assert errors[3].startswith("INPUT_0: expected UINT8")
+    assert errors[4] == f"INPUT_0: request of {4 * len(good)} bytes exceeds the limit of {3 * len(good)}"
+    assert gathered.slices[4] == slice(5, 5)  # nothing of it was decoded
 
 
 def test_rows_to_bytes_checks_the_tensor():

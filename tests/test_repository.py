@@ -50,8 +50,11 @@ def test_steps_are_configured_for_batching(tmp_path, fake_onnx):
     assert preprocess.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # UINT8 input needs KIND_CPU
     assert preprocess.dynamic_batching.max_queue_delay_microseconds == 500
     assert preprocess.parameters["jpeg_draft"].string_value == "true"
+    assert preprocess.dynamic_batching.default_queue_policy.max_queue_size == 1024
+    assert int(preprocess.parameters["max_request_bytes"].string_value) == 256 << 20
     classifier = read_config(root / "resnet50_ort" / "config.pbtxt")
     assert classifier.output[0].label_filename == "labels.txt"
+    assert classifier.parameters["max_run_batch"].string_value == "32"
     assert (root / "resnet50_ort" / "labels.txt").read_text().splitlines()[504] == "COFFEE MUG"
     assert (root / "resnet50_ort" / "1" / "model.onnx").read_bytes() == fake_onnx.read_bytes()
     assert "TritonPythonModel" in (root / "preprocess" / "1" / "model.py").read_text()
@@ -95,3 +98,20 @@ def test_marker_says_when_steps_pass_gpu_tensors(tmp_path, fake_onnx):
     )
     assert [read_marker(root)["gpu_tensors"] for root in (cpu, gpu, fused)] == [False, True, False]
     assert read_marker(tmp_path / "nowhere") == {}
+
+
+def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
+    from resnet_serve.server import expected_stub_count, visible_gpu_count
+
+    cpu = write_repository(tmp_path / "cpu", RepositorySpec(model_file=fake_onnx, preprocess_instances=3))
+    gpu = write_repository(tmp_path / "gpu", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda"))
+    fused = write_repository(
+        tmp_path / "fused", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", profile="fused")
+    )
+    ngc = write_repository(tmp_path / "ngc", RepositorySpec(model_file=fake_onnx, classifier="onnx"))
+    assert expected_stub_count(cpu) == 4  # 3 preprocess + 1 classifier; the ensemble has none
+    assert expected_stub_count(gpu, gpu_count=2) == 3  # KIND_GPU: one classifier per GPU
+    assert expected_stub_count(fused, gpu_count=2) == 1
+    assert expected_stub_count(ngc) == 1  # the native onnxruntime classifier has no stub
+    assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": "0,1"}) == 2
+    assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0

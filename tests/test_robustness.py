@@ -4,6 +4,7 @@ malformed payloads through the real server, after which a good request gives the
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from resnet_serve.client import TritonClassifier
+from resnet_serve.client import Connection, TritonClassifier
 from resnet_serve.preprocess import ImageError, PreprocessOptions, preprocess_image
-from resnet_serve.repository import ENSEMBLE_NAME
+from resnet_serve.repository import ENSEMBLE_NAME, RepositorySpec, write_repository
+from resnet_serve.server import ServerSettings, TritonServer
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -113,3 +115,52 @@ def test_wrong_dtype_or_shape_is_refused_by_triton(server, images):
         client.infer(ENSEMBLE_NAME, [padding_only])
     with TritonClassifier(server.grpc_url) as ours:
         assert ours.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory, onnx_model, images):
+    """A server with small limits: 4 images per request, 1.5 mug.jpg's worth of bytes, 2 queued."""
+    limits = PreprocessOptions(max_request_bytes=len(images["mug.jpg"]) * 3 // 2)
+    spec = RepositorySpec(model_file=onnx_model, preprocess=limits, max_batch_size=4, max_queue_size=2)
+    root = write_repository(tmp_path_factory.mktemp("limited") / "model_repository", spec)
+    with TritonServer(ServerSettings.on_free_ports(root), log_path=root.parent / "tritonserver.log") as server:
+        yield server
+
+
+def test_request_limits_give_clear_errors(limited_server, images):
+    mug = images["mug.jpg"]
+    with TritonClassifier(limited_server.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match=r"request of \d+ bytes exceeds the limit"):
+            client.logits([mug, mug])
+        with pytest.raises(InferenceServerException, match="batch-size must be <= 4"):
+            client.logits([images["mug_tiny.jpg"]] * 5)
+        assert client.logits([mug]).shape == (1, 1000)
+    # Our gRPC clients cap what they send (default: the server's default request limit + framing).
+    small = Connection(max_send_bytes=len(mug) // 2)
+    with (
+        TritonClassifier(limited_server.grpc_url, connection=small) as client,
+        pytest.raises(InferenceServerException, match="larger than max"),
+    ):
+        client.logits([mug])
+
+
+def test_a_full_queue_refuses_new_requests_at_once_and_serving_goes_on(limited_server, images):
+    clients = [TritonClassifier(limited_server.grpc_url, timeout_s=60) for _ in range(16)]
+    start_together = threading.Barrier(len(clients))
+
+    def classify(client: TritonClassifier) -> str:
+        start_together.wait()
+        try:
+            client.logits([images["mug.jpg"]])  # ~20-100 ms to decode each: the queue of 2 fills up
+        except InferenceServerException as exc:
+            return exc.message()
+        return "ok"
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        outcomes = list(pool.map(classify, clients))
+    refused = [o for o in outcomes if o != "ok"]
+    assert refused and "ok" in outcomes
+    assert all("maximum queue size" in message for message in refused), set(refused)
+    assert clients[0].logits([images["mug.jpg"]]).shape == (1, 1000)  # serving goes on
+    for client in clients:
+        client.close()

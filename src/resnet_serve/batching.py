@@ -24,12 +24,20 @@ class Gathered:
     bad_input: dict[int, str] = field(default_factory=dict)  # request index -> why its tensor was refused
 
 
-def gather_images(requests: Sequence, read_input: Callable[[object], np.ndarray], input_name: str) -> Gathered:
-    """Flatten the UINT8 [N, L] image tensors of ``requests`` (``read_input(request)`` returns one)."""
+def gather_images(
+    requests: Sequence, read_input: Callable[[object], np.ndarray], input_name: str, max_request_bytes: int
+) -> Gathered:
+    """Flatten the UINT8 [N, L] image tensors of ``requests`` (``read_input(request)`` returns one).
+
+    A request whose tensor is larger than ``max_request_bytes`` is refused whole, before any decoding.
+    """
     gathered = Gathered()
     for index, request in enumerate(requests):
         try:
-            rows = rows_to_bytes(read_input(request))
+            tensor = read_input(request)
+            if tensor.nbytes > max_request_bytes:
+                raise ImageError(f"request of {tensor.nbytes} bytes exceeds the limit of {max_request_bytes}")
+            rows = rows_to_bytes(tensor)
         except ImageError as exc:
             rows = []
             gathered.bad_input[index] = f"{input_name}: {exc}"

@@ -58,12 +58,21 @@ def _add_repository_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the GPU classifier eagerly")
     parser.add_argument("--max-batch-size", type=int, default=256)
     parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait (default 1000)")
+    parser.add_argument(
+        "--max-queue-size", type=int, default=1024, help="requests queued before new ones are refused (default 1024)"
+    )
     parser.add_argument("--preprocess-instances", type=int, default=1)
     parser.add_argument("--preprocess-threads", type=int, default=0, help="decode threads per instance (0: all cores)")
     parser.add_argument("--classifier-instances", type=int, default=1)
     parser.add_argument("--classifier-threads", type=int, default=0, help="ONNX Runtime threads (0: ORT's choice)")
     parser.add_argument(
+        "--classifier-run-batch", type=int, default=32, help="images per ONNX Runtime call (bounds its memory)"
+    )
+    parser.add_argument(
         "--max-image-bytes", type=int, default=defaults.max_image_bytes, help="largest encoded image accepted"
+    )
+    parser.add_argument(
+        "--max-request-bytes", type=int, default=defaults.max_request_bytes, help="largest request tensor accepted"
     )
     parser.add_argument(
         "--max-pixels", type=int, default=defaults.max_pixels, help="largest decoded image (width*height)"
@@ -138,6 +147,7 @@ def _preprocess_options(args: argparse.Namespace):
 
     return PreprocessOptions(
         max_image_bytes=args.max_image_bytes,
+        max_request_bytes=args.max_request_bytes,
         max_pixels=args.max_pixels,
         exif_transpose=not args.no_exif_transpose,
         jpeg_draft=not args.no_jpeg_draft,
@@ -168,6 +178,8 @@ def _repository_spec(args: argparse.Namespace):
         classifier_instances=args.classifier_instances,
         classifier_threads=args.classifier_threads,
         max_queue_delay_us=args.max_queue_delay_us,
+        max_queue_size=args.max_queue_size,
+        classifier_run_batch=args.classifier_run_batch,
     )
 
 
@@ -217,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pool_bytes = GPU_TENSOR_POOL_BYTES if read_marker(repository).get("gpu_tensors") else 0
     settings = ServerSettings(
         repository.resolve(), host, args.http_port, args.grpc_port, args.metrics_port, args.log_verbose, pool_bytes,
-        extra_args=args.triton_args,
+        model_control_key=args.model_control_key, extra_args=args.triton_args,
     )  # fmt: skip
     server = TritonServer(settings, find_server(args.server, args.backend_directory), Path(args.log_file).resolve())
     with step(f"Starting tritonserver ({server.binary.executable})"):
@@ -453,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", default=str(DEFAULT_WORKDIR / "tritonserver.log"))
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    serve.add_argument(
+        "--model-control-key",
+        metavar="HEADER=VALUE",
+        help="allow model load/unload (Triton's explicit mode) to requests carrying this header; default: off",
+    )
     serve.add_argument(
         "triton_args",
         nargs="*",

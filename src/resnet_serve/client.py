@@ -13,10 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.repository import ENSEMBLE_NAME, labels
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+# gRPC message limits of our clients (tritonclient's default is 2 GiB each way): a request carries at
+# most the server's default request tensor plus framing; a reply, 256 x 1000 FP32 logits.
+MAX_SEND_BYTES = PreprocessOptions().max_request_bytes + (1 << 20)
+MAX_RECEIVE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -26,13 +31,30 @@ class Connection:
     ssl: bool = False
     root_certificates: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    max_send_bytes: int = MAX_SEND_BYTES  # gRPC: a larger request fails here, before it is sent
 
     def client_options(self, protocol: str) -> dict:
-        if not self.ssl:
-            return {}
+        """Keyword arguments for tritonclient's InferenceServerClient (sync or asyncio)."""
+        options: dict = {"ssl": True} if self.ssl else {}
         if protocol == "grpc":
-            return {"ssl": True, "root_certificates": self.root_certificates}
-        return {"ssl": True}
+            if self.ssl:
+                options["root_certificates"] = self.root_certificates
+            options["channel_args"] = self._grpc_channel_args()
+        return options
+
+    def _grpc_channel_args(self) -> list[tuple[str, int]]:
+        """tritonclient's channel defaults (keep-alive), with our message-size limits."""
+        from tritonclient.grpc import KeepAliveOptions
+
+        keepalive = KeepAliveOptions()
+        return [
+            ("grpc.max_send_message_length", self.max_send_bytes),
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def preprocess_options(params: Mapping[str, str]) -> PreprocessOptions:
     defaults = PreprocessOptions()
     return PreprocessOptions(
         max_image_bytes=int_parameter(params, "max_image_bytes", defaults.max_image_bytes),
+        max_request_bytes=int_parameter(params, "max_request_bytes", defaults.max_request_bytes),
         max_pixels=int_parameter(params, "max_pixels", defaults.max_pixels),
         exif_transpose=bool_parameter(params, "exif_transpose", defaults.exif_transpose),
         jpeg_draft=bool_parameter(params, "jpeg_draft", defaults.jpeg_draft),

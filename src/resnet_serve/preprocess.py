@@ -38,6 +38,7 @@ class PreprocessOptions:
     resize: int = 256  # must be >= crop
     crop: int = 224
     max_image_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 256 * 1024 * 1024  # the whole [N, L] tensor of one request
     max_pixels: int = 100_000_000
     exif_transpose: bool = True
     jpeg_draft: bool = True

@@ -9,6 +9,7 @@ uploaded. Headers are checked on the CPU first, so size limits hold before any p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,9 +64,16 @@ def resize_crop_normalize(images: torch.Tensor, options: PreprocessOptions) -> t
         )
     left, top = crop_origin(new_width, new_height, options.crop)
     pixels = pixels[..., top : top + options.crop, left : left + options.crop].round_().clamp_(0, 255)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std_255(images.device)
     return (pixels - mean) / std
+
+
+@functools.cache
+def _mean_std_255(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std in 0-255 units on ``device``, copied there once, not per batch."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
 
 
 @dataclass

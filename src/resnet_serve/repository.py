@@ -25,6 +25,7 @@ PREPROCESS_NAME = "preprocess"
 MARKER_FILE = ".resnet_serve.json"
 LABELS_FILE = "labels.txt"
 NUM_CLASSES = 1000
+LIMIT_PARAMETERS = ("max_image_bytes", "max_request_bytes", "max_pixels")  # preprocess refuses larger input
 
 # classifier kind -> (model name, model file name, how Triton runs it)
 PROFILES = {
@@ -58,6 +59,8 @@ class RepositorySpec:
     classifier_instances: int = 1
     classifier_threads: int = 0
     max_queue_delay_us: int = 1000
+    max_queue_size: int = 1024  # requests waiting for the first step; more are refused at once
+    classifier_run_batch: int = 32  # ONNX Runtime classifier: images per call (bounds its memory)
     device: str = "cpu"  # "cuda": nvJPEG preprocess on the GPU, tensors passed by DLPack
     dtype: str = "fp16"  # the torch classifier's precision (and the GPU preprocess output)
     cuda_graphs: bool = True
@@ -103,9 +106,8 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
         return config
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     options = asdict(spec.preprocess)
-    _parameters(
-        config, {key: options[key] for key in ("max_image_bytes", "max_pixels", "exif_transpose", "jpeg_draft")}
-    )
+    _parameters(config, {key: options[key] for key in (*LIMIT_PARAMETERS, "exif_transpose", "jpeg_draft")})
+    config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
     _parameters(config, {"threads": spec.preprocess_threads})
     if spec.device == "cuda":
         _parameters(config, {"device": "cuda:0", "dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
@@ -119,7 +121,7 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
     if spec.classifier == "ort":
         config.backend = "python"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
-        _parameters(config, {"intra_op_threads": spec.classifier_threads})
+        _parameters(config, {"intra_op_threads": spec.classifier_threads, "max_run_batch": spec.classifier_run_batch})
     elif spec.classifier == "torch":
         config.backend = "python"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
@@ -170,7 +172,8 @@ def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     options = asdict(spec.preprocess)
-    _parameters(config, {key: options[key] for key in ("max_image_bytes", "max_pixels", "exif_transpose")})
+    _parameters(config, {key: options[key] for key in (*LIMIT_PARAMETERS, "exif_transpose")})
+    config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
     _parameters(config, {"device": "cuda:0", "dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs})
     return config
 

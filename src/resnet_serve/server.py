@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.repository import mc, read_config
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
@@ -132,6 +133,7 @@ class ServerSettings:
     metrics_port: int = 8002
     log_verbose: int = 0
     cuda_memory_pool_bytes: int = 0  # >0: room for GPU tensors passed between steps (else host copies)
+    model_control_key: str | None = None  # "HEADER=VALUE": load/unload allowed to requests carrying it
     extra_args: Sequence[str] = ()
 
     @classmethod
@@ -139,6 +141,8 @@ class ServerSettings:
         return cls(repository, host, free_port(host), free_port(host), free_port(host), **kwargs)
 
     def command(self, binary: ServerBinary) -> list[str]:
+        if any(arg.startswith(("--model-control-mode", "--load-model")) for arg in self.extra_args):
+            raise ServerError("model control is set by resnet-serve: use --model-control-key HEADER=VALUE")
         return [
             str(binary.executable),
             f"--model-repository={self.repository}",
@@ -149,12 +153,27 @@ class ServerSettings:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
-            "--model-control-mode=none",
+            *self._model_control_args(),
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
             *([f"--cuda-memory-pool-byte-size=0:{self.cuda_memory_pool_bytes}"] if self.cuda_memory_pool_bytes else []),
             *self.extra_args,
+        ]
+
+    def _model_control_args(self) -> list[str]:
+        """Off by default; with a key, Triton's explicit mode behind its restricted-API header check."""
+        if self.model_control_key is None:
+            return ["--model-control-mode=none"]
+        header, _, value = self.model_control_key.partition("=")
+        if not (header and value) or any(c in header for c in ",:= "):
+            raise ServerError(f"--model-control-key needs HEADER=VALUE, got {self.model_control_key!r}")
+        restriction = f"model-repository:{header.lower()}={value}"
+        return [
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--http-restricted-api={restriction}",
+            f"--grpc-restricted-protocol={restriction}",
         ]
 
 
@@ -315,21 +334,52 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def visible_gpu_count(env: dict[str, str] | None = None) -> int:
+    """GPUs a CUDA process would see: $CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list (Linux)."""
+    visible = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def expected_stub_count(repository: Path, gpu_count: int | None = None) -> int:
+    """Python stubs a repository's configs ask for: one per instance of each Python-backend model
+    (a KIND_GPU group has ``count`` instances on each of its GPUs)."""
+    gpus = visible_gpu_count() if gpu_count is None else gpu_count
+    stubs = 0
+    for path in sorted(Path(repository).glob("*/config.pbtxt")):
+        config = read_config(path)
+        if config.backend != "python":
+            continue
+        groups = config.instance_group or [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_AUTO, count=1)]
+        for group in groups:
+            on_gpu = group.kind == mc.ModelInstanceGroup.KIND_GPU or (
+                group.kind == mc.ModelInstanceGroup.KIND_AUTO and gpus > 0
+            )
+            stubs += max(group.count, 1) * ((len(group.gpus) or gpus) if on_gpu else 1)
+    return stubs
+
+
 def supervise(server: TritonServer, stop, log, max_restarts: int = 5, window_s: float = 600.0) -> int:
     """Keep ``server`` serving until ``stop`` (a threading.Event) is set; returns an exit status.
 
     Triton keeps a model "ready" after its Python stub dies, and fails every later request with
     "Stub process ... is not healthy": so the stubs are watched, and when one dies, or the server
-    exits by itself, the server is restarted (requests in flight then get errors, never hangs).
+    exits by itself, the server is restarted (requests in flight then get errors, never hangs). A
+    stub that died before it was first seen shows as fewer stubs than the configs ask for.
     More than ``max_restarts`` restarts within ``window_s`` seconds gives up with status 1.
     """
     restarts: list[float] = []
+    expected = expected_stub_count(server.settings.repository)
     stubs = server.stub_pids()
     while not stop.wait(1.0):
         if server.process is not None and server.process.poll() is not None:
             reason = f"tritonserver exited by itself (code {server.process.returncode})"
         elif dead := [pid for pid in stubs if not _alive(pid)]:
             reason = f"Python stub process {dead[0]} died"
+        elif len(stubs) < expected:  # one died before it was first seen
+            reason = f"{len(stubs)} Python stub processes running, the repository's configs ask for {expected}"
         else:
             continue
         now = time.monotonic()

@@ -1,7 +1,8 @@
 """Triton Python-backend model: FP32 [N, 3, 224, 224] -> FP32 [N, 1000] logits with ONNX Runtime.
 
 Stands in for the onnxruntime_onnx backend on servers that lack it (the PyPI tritonserver). The
-requests of one dynamically batched execution run as a single ONNX Runtime call.
+requests of one dynamically batched execution run together, at most ``max_run_batch`` images per
+ONNX Runtime call; the session is warmed up at load so its memory does not grow while serving.
 """
 
 from pathlib import Path
@@ -10,22 +11,24 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from resnet_serve.model_params import config_parameters, int_parameter
-from resnet_serve.ort_session import create_session
+from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH, OrtClassifier, create_session
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
         model_file = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = create_session(
+        session = create_session(
             model_file,
             intra_op_threads=int_parameter(params, "intra_op_threads", 0),
             inter_op_threads=int_parameter(params, "inter_op_threads", 0),
         )
+        self.classify = OrtClassifier(session, int_parameter(params, "max_run_batch", DEFAULT_MAX_RUN_BATCH))
+        self.classify.warm_up()
 
     def execute(self, requests):
         inputs = [pb_utils.get_input_tensor_by_name(request, "input").as_numpy() for request in requests]
-        logits = self.session.run(["output"], {"input": np.concatenate(inputs) if len(inputs) > 1 else inputs[0]})[0]
+        logits = self.classify(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
         responses, start = [], 0
         for batch in inputs:
             stop = start + len(batch)

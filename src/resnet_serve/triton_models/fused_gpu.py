@@ -29,7 +29,7 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        gathered = gather_images(requests, _image_tensor, "INPUT")
+        gathered = gather_images(requests, _image_tensor, "INPUT", self.preprocess.options.max_request_bytes)
         batch, image_errors = self.preprocess(gathered.images)
         logits = self.classifier(batch).cpu().numpy() if gathered.images else None
         responses = []

@@ -22,7 +22,7 @@ class TritonPythonModel:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
 
     def execute(self, requests):
-        gathered = gather_images(requests, _image_tensor, "INPUT_0")
+        gathered = gather_images(requests, _image_tensor, "INPUT_0", self.options.max_request_bytes)
         batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool)
         responses = []
         for where, error in zip(gathered.slices, request_errors(gathered, image_errors), strict=True):

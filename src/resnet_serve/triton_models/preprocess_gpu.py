@@ -21,7 +21,7 @@ class TritonPythonModel:
         self.preprocess = GpuPreprocessor(params.get("device", "cuda:0"), dtype, preprocess_options(params))
 
     def execute(self, requests):
-        gathered = gather_images(requests, _image_tensor, "INPUT_0")
+        gathered = gather_images(requests, _image_tensor, "INPUT_0", self.preprocess.options.max_request_bytes)
         batch, image_errors = self.preprocess(gathered.images)
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
         responses = []
