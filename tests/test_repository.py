@@ -115,3 +115,16 @@ def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
     assert expected_stub_count(ngc) == 1  # the native onnxruntime classifier has no stub
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": "0,1"}) == 2
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
+
+
+def test_model_files_from_another_version_are_found_before_serving(tmp_path, fake_onnx):
+    from resnet_serve.repository import stale_model_files
+    from resnet_serve.server import ServerError, ServerSettings, TritonServer
+
+    root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx))
+    assert stale_model_files(root) == []
+    old = root / "preprocess" / "1" / "model.py"
+    old.write_text(old.read_text().replace("max_request_bytes", "max_bytes"))  # as an older release wrote it
+    assert stale_model_files(root) == ["preprocess/1/model.py"]
+    with pytest.raises(ServerError, match="write it again with `resnet-serve repo"):
+        TritonServer(ServerSettings.on_free_ports(root)).start()

@@ -271,6 +271,20 @@ def read_marker(root: Path | str) -> dict:
         return {}
 
 
+def stale_model_files(root: Path | str) -> list[str]:
+    """The model.py files of a repository we wrote that no longer match this resnet-serve's models.
+
+    A repository holds copies of ``triton_models/*.py`` that import this package: after an upgrade
+    they can call functions that changed, so they must be written again.
+    """
+    root = Path(root)
+    if not read_marker(root):
+        return []
+    models = resources.files("resnet_serve.triton_models")
+    current = {entry.read_text() for entry in models.iterdir() if entry.name.endswith(".py")}
+    return sorted(str(path.relative_to(root)) for path in root.glob("*/*/model.py") if path.read_text() not in current)
+
+
 def read_config(path: Path | str) -> mc.ModelConfig:
     """Parse a ``config.pbtxt`` back into a ModelConfig."""
     return text_format.Parse(Path(path).read_text(), mc.ModelConfig())

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnet_serve.errors import ResnetServeError
-from resnet_serve.repository import mc, read_config
+from resnet_serve.repository import mc, read_config, stale_model_files
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
@@ -200,6 +200,11 @@ class TritonServer:
 
     def start(self, timeout: float = 180.0) -> TritonServer:
         """Launch the server and block until it reports ready (or raise with its log)."""
+        if stale := stale_model_files(self.settings.repository):
+            raise ServerError(
+                f"{self.settings.repository} was written by another version of resnet-serve ({stale[0]} differs "
+                f"from this one's); write it again with `resnet-serve repo -o {self.settings.repository}`"
+            )
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.settings.command(self.binary),
