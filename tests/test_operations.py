@@ -177,24 +177,26 @@ def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, im
         server.stop()
 
 
+def repository_call(url: str, action: str, headers: dict[str, str]) -> int:
+    """POST /v2/repository/models/preprocess/<action> (load or unload); the HTTP status."""
+    request = urllib.request.Request(f"http://{url}/v2/repository/models/preprocess/{action}", b"{}", headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_model_control_is_off_by_default_and_behind_a_key_when_enabled(server, repository, images, tmp_path):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    def load(url: str, headers: dict[str, str]) -> int:
-        request = urllib.request.Request(f"http://{url}/v2/repository/models/preprocess/load", b"{}", headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-
-    assert load(server.http_url, {}) >= 400  # the default: no client can load or unload models
+    assert repository_call(server.http_url, "load", {}) >= 400  # the default: nobody loads or unloads
     settings = ServerSettings.on_free_ports(repository, model_control_key="Admin-Key=s3cret")
     with TritonServer(settings, log_path=tmp_path / "log") as keyed:
-        assert load(keyed.http_url, {}) >= 400
-        assert load(keyed.http_url, {"admin-key": "wrong"}) >= 400
-        assert load(keyed.http_url, {"admin-key": "s3cret"}) == 200
+        assert repository_call(keyed.http_url, "load", {}) >= 400
+        assert repository_call(keyed.http_url, "load", {"admin-key": "wrong"}) >= 400
+        assert repository_call(keyed.http_url, "load", {"admin-key": "s3cret"}) == 200
         client = grpcclient.InferenceServerClient(keyed.grpc_url)
         with pytest.raises(InferenceServerException):
             client.get_model_repository_index()
@@ -205,6 +207,40 @@ def test_model_control_is_off_by_default_and_behind_a_key_when_enabled(server, r
         assert "ensemble_python_resnet50" in names
         with TritonClassifier(keyed.grpc_url) as classifier:  # inference needs no key
             assert classifier.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
+
+
+def test_with_model_control_an_unload_is_not_a_crash_but_a_killed_stub_is(repository, images, tmp_path):
+    settings = ServerSettings.on_free_ports(repository, model_control_key="admin-key=s3cret")
+    key = {"admin-key": "s3cret"}
+    server = TritonServer(settings, log_path=tmp_path / "log").start()
+    stop, said = threading.Event(), []
+    watcher = threading.Thread(target=supervise, args=(server, stop, said.append))
+    watcher.start()
+    try:
+        assert repository_call(server.http_url, "unload", key) == 200
+        wait_for(lambda: len(server.stub_pids()) == 1)
+        time.sleep(2.5)  # supervise looks every second
+        assert repository_call(server.http_url, "load", key) == 200
+        time.sleep(2.5)
+        assert said == []  # neither the unload nor the load was taken for a crash
+        with TritonClassifier(server.grpc_url) as client:
+            before = client.logits([images["mug_tiny.jpg"]])
+        os.kill(server.stub_pids()[0], signal.SIGKILL)
+        wait_for(lambda: any("restarted and ready" in line for line in said), timeout=120)
+        assert "died; restarting tritonserver" in said[0]
+        with TritonClassifier(server.grpc_url) as client:
+            np.testing.assert_array_equal(client.logits([images["mug_tiny.jpg"]]), before)
+    finally:
+        stop.set()
+        watcher.join(60)
+        server.stop()
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def test_model_control_cannot_be_enabled_around_the_key(repository):

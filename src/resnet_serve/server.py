@@ -18,6 +18,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -221,9 +222,11 @@ class TritonServer:
             raise
         return self
 
-    def is_ready(self) -> bool:
+    def is_ready(self, model: str | None = None) -> bool:
+        """The server (or one model) answers ready."""
+        path = f"/v2/models/{urllib.parse.quote(model)}/ready" if model else READY_PATH
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}{READY_PATH}", timeout=2) as response:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -366,26 +369,54 @@ def expected_stub_count(repository: Path, gpu_count: int | None = None) -> int:
     return stubs
 
 
+class StubWatch:
+    """The Python stubs of a running server and the models they serve: says when one crashed.
+
+    Triton keeps a model "ready" after its Python stub dies and fails every later request with
+    "Stub process ... is not healthy", so a dead stub is a crash, and so is a stub missing from the
+    start (fewer running than the configs ask for). With model control on, a stub also exits when
+    its model is unloaded: then a dead stub is a crash only while Triton still calls its model
+    ready, and the count is not checked.
+    """
+
+    def __init__(self, server: TritonServer):
+        self.server = server
+        self.unloads_allowed = server.settings.model_control_key is not None
+        self.expected = expected_stub_count(server.settings.repository)
+        self.models: dict[int, str] = {}  # stub pid -> model name, recorded while the stub lives
+        self._add_new_stubs()
+
+    def _add_new_stubs(self) -> None:
+        for pid in self.server.stub_pids():
+            self.models.setdefault(pid, _stub_model(pid))
+
+    def problem(self) -> str | None:
+        """Why the server must be restarted, or None."""
+        process = self.server.process
+        if process is not None and process.poll() is not None:
+            return f"tritonserver exited by itself (code {process.returncode})"
+        for pid, model in [(pid, model) for pid, model in self.models.items() if not _alive(pid)]:
+            if not self.unloads_allowed or self.server.is_ready(model):
+                return f"Python stub process {pid} ({model}) died"
+            del self.models[pid]  # its model was unloaded through the model-control API
+        if not self.unloads_allowed and len(self.models) < self.expected:
+            return f"{len(self.models)} Python stub processes running, the repository's configs ask for {self.expected}"
+        self._add_new_stubs()  # models loaded through the model-control API
+        return None
+
+
 def supervise(server: TritonServer, stop, log, max_restarts: int = 5, window_s: float = 600.0) -> int:
     """Keep ``server`` serving until ``stop`` (a threading.Event) is set; returns an exit status.
 
-    Triton keeps a model "ready" after its Python stub dies, and fails every later request with
-    "Stub process ... is not healthy": so the stubs are watched, and when one dies, or the server
-    exits by itself, the server is restarted (requests in flight then get errors, never hangs). A
-    stub that died before it was first seen shows as fewer stubs than the configs ask for.
-    More than ``max_restarts`` restarts within ``window_s`` seconds gives up with status 1.
+    When a Python stub crashes (see :class:`StubWatch`) or the server exits by itself, the server
+    is restarted (requests in flight then get errors, never hangs). More than ``max_restarts``
+    restarts within ``window_s`` seconds gives up with status 1.
     """
     restarts: list[float] = []
-    expected = expected_stub_count(server.settings.repository)
-    stubs = server.stub_pids()
+    watch = StubWatch(server)
     while not stop.wait(1.0):
-        if server.process is not None and server.process.poll() is not None:
-            reason = f"tritonserver exited by itself (code {server.process.returncode})"
-        elif dead := [pid for pid in stubs if not _alive(pid)]:
-            reason = f"Python stub process {dead[0]} died"
-        elif len(stubs) < expected:  # one died before it was first seen
-            reason = f"{len(stubs)} Python stub processes running, the repository's configs ask for {expected}"
-        else:
+        reason = watch.problem()
+        if reason is None:
             continue
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < window_s] + [now]
@@ -394,9 +425,17 @@ def supervise(server: TritonServer, stop, log, max_restarts: int = 5, window_s: 
             return 1
         log(f"{reason}; restarting tritonserver ({len(restarts)}/{max_restarts})")
         server.restart()
-        stubs = server.stub_pids()
-        log(f"tritonserver restarted and ready ({len(stubs)} Python stubs)")
+        watch = StubWatch(server)
+        log(f"tritonserver restarted and ready ({len(watch.models)} Python stubs)")
     return 0
+
+
+def _stub_model(pid: int) -> str:
+    """The model a stub serves, from its model.py path (``<repository>/<model>/<version>/model.py``)."""
+    try:
+        return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1].decode()).parent.parent.name
+    except (OSError, IndexError, UnicodeDecodeError):
+        return "unknown model"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
