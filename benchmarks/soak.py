@@ -24,31 +24,14 @@ from resnet_serve.server import ServerSettings, TritonServer
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mug.jpg"
 
 
-def _process_tree(root_pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-            children.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
-        except (OSError, KeyError, ValueError):
-            continue
-    pids, stack = [], [root_pid]
-    while stack:
-        pid = stack.pop()
-        pids.append(pid)
-        stack.extend(children.get(pid, []))
-    return pids
-
-
-def _process_name(pid: int) -> str:
+def _process_name(server: TritonServer, pid: int) -> str:
     """tritonserver, or a stub's model instance (its 9th argument, e.g. ``preprocess_0_0``)."""
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    if b"triton_python_backend_stub" in args[0] and len(args) > 8:
-        return args[8].decode()
-    return Path(args[0].decode()).name
+    if pid == server.process.pid:
+        return "tritonserver"
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[8].decode()
 
 
-def server_memory_mb(root_pid: int) -> dict:
+def server_memory_mb(server: TritonServer) -> dict:
     """Memory of tritonserver and its stubs, from /proc (Linux), in MB.
 
     ``rss``: resident memory summed over the processes (shared memory counts once per process that
@@ -57,12 +40,12 @@ def server_memory_mb(root_pid: int) -> dict:
     """
     total = {"rss": 0.0, "pss": 0.0}
     by_process = {}
-    for pid in _process_tree(root_pid):
+    for pid in [server.process.pid, *server.stub_pids()]:
         try:
             status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
             rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
-            name = _process_name(pid)
-        except (OSError, ValueError):
+            name = _process_name(server, pid)
+        except (OSError, ValueError, IndexError):
             continue  # exited meanwhile
         mb = {
             key: int(value.split()[0]) / 1024
@@ -87,7 +70,7 @@ def soak(server: TritonServer, images: list[bytes], concurrency: int, windows: i
             "p99_ms": round(point.p99_ms, 1),
             "errors": point.errors,
             "first_error": point.first_error,
-            **server_memory_mb(server.process.pid),
+            **server_memory_mb(server),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

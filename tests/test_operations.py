@@ -52,16 +52,19 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def wait_ready(port: int, timeout: float = 120) -> None:
+def wait_for(condition, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("server not ready")
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def http_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def start_serve(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen, int]:
@@ -73,7 +76,7 @@ def start_serve(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen, int
          "--log-file", str(tmp_path / "log")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    wait_ready(http_port)
+    wait_for(lambda: http_ready(http_port), timeout=120)
     # Ready over HTTP can come before serve itself has seen it and started watching the stubs.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "Ctrl-C stops it" not in serve.stderr.readline():
@@ -156,8 +159,7 @@ def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, im
         stubs = server.stub_pids()
         assert len(stubs) == 2  # preprocess and resnet50_ort
         os.kill(stubs[0], signal.SIGKILL)
-        while Path(f"/proc/{stubs[0]}").exists() and server.stub_pids() == stubs:
-            time.sleep(0.05)
+        wait_for(lambda: not Path(f"/proc/{stubs[0]}").exists() or server.stub_pids() != stubs)
 
         def log(line: str) -> None:
             said.append(line)
@@ -234,13 +236,6 @@ def test_with_model_control_an_unload_is_not_a_crash_but_a_killed_stub_is(reposi
         stop.set()
         watcher.join(60)
         server.stop()
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_model_control_cannot_be_enabled_around_the_key(repository):

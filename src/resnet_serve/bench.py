@@ -122,13 +122,16 @@ class LoadGenerator:
             request_input.set_data_from_numpy(batch)
             self.inputs.append(request_input)
 
+    def _new_client(self):
+        return self.triton.InferenceServerClient(self.url, **self.connection.client_options(self.protocol))
+
     async def _statistics(self, client) -> dict[str, dict[str, int]]:
         extra = {"as_json": True} if self.protocol == "grpc" else {}
         return _read_stats(await client.get_inference_statistics(**extra))
 
     def statistics_now(self) -> dict[str, dict[str, int]]:
         async def once() -> dict[str, dict[str, int]]:
-            client = self.triton.InferenceServerClient(self.url, **self.connection.client_options(self.protocol))
+            client = self._new_client()
             try:
                 return await self._statistics(client)
             finally:
@@ -152,7 +155,7 @@ class LoadGenerator:
 
     async def measure(self, concurrency: int, warm_until: float, stop_at: float, with_stats: bool = False):
         """Latencies (ms) and errors of requests started in [warm_until, stop_at); stats if asked."""
-        client = self.triton.InferenceServerClient(self.url, **self.connection.client_options(self.protocol))
+        client = self._new_client()
         latencies: list[float] = []
         errors: list[str] = []
         stats: list[dict] = []

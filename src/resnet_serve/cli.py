@@ -45,9 +45,13 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_repository_options(parser: argparse.ArgumentParser) -> None:
     """How the repository's steps batch, thread and guard their input (repo and bench)."""
+    from dataclasses import fields
+
     from resnet_serve.preprocess import PreprocessOptions
+    from resnet_serve.repository import RepositorySpec
 
     defaults = PreprocessOptions()
+    spec = {f.name: f.default for f in fields(RepositorySpec)}
     parser.add_argument(
         "--device",
         choices=["cpu", "cuda"],
@@ -56,17 +60,38 @@ def _add_repository_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="GPU classifier precision")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the GPU classifier eagerly")
-    parser.add_argument("--max-batch-size", type=int, default=256)
-    parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="dynamic batcher wait (default 1000)")
+    parser.add_argument("--max-batch-size", type=int, default=spec["max_batch_size"])
     parser.add_argument(
-        "--max-queue-size", type=int, default=1024, help="requests queued before new ones are refused (default 1024)"
+        "--max-queue-delay-us",
+        type=int,
+        default=spec["max_queue_delay_us"],
+        help=f"dynamic batcher wait (default {spec['max_queue_delay_us']})",
     )
-    parser.add_argument("--preprocess-instances", type=int, default=1)
-    parser.add_argument("--preprocess-threads", type=int, default=0, help="decode threads per instance (0: all cores)")
-    parser.add_argument("--classifier-instances", type=int, default=1)
-    parser.add_argument("--classifier-threads", type=int, default=0, help="ONNX Runtime threads (0: ORT's choice)")
     parser.add_argument(
-        "--classifier-run-batch", type=int, default=32, help="images per ONNX Runtime call (bounds its memory)"
+        "--max-queue-size",
+        type=int,
+        default=spec["max_queue_size"],
+        help=f"requests queued before new ones are refused (default {spec['max_queue_size']})",
+    )
+    parser.add_argument("--preprocess-instances", type=int, default=spec["preprocess_instances"])
+    parser.add_argument(
+        "--preprocess-threads",
+        type=int,
+        default=spec["preprocess_threads"],
+        help="decode threads per instance (0: all cores)",
+    )
+    parser.add_argument("--classifier-instances", type=int, default=spec["classifier_instances"])
+    parser.add_argument(
+        "--classifier-threads",
+        type=int,
+        default=spec["classifier_threads"],
+        help="ONNX Runtime threads (0: ORT's choice)",
+    )
+    parser.add_argument(
+        "--classifier-run-batch",
+        type=int,
+        default=spec["classifier_run_batch"],
+        help=f"images per ONNX Runtime call, bounding its memory (default {spec['classifier_run_batch']})",
     )
     parser.add_argument(
         "--max-image-bytes", type=int, default=defaults.max_image_bytes, help="largest encoded image accepted"
@@ -213,14 +238,14 @@ def _run_until_signal(server) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from resnet_serve.repository import read_marker
+    from resnet_serve.repository import ENSEMBLE_NAME, read_marker
     from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer, find_server
 
     host = "0.0.0.0" if args.public else args.host
     if host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"listening on {host}: anyone who can reach this machine can use the server")
     repository = Path(args.repository)
-    if not (repository / "ensemble_python_resnet50" / "config.pbtxt").is_file():
+    if not (repository / ENSEMBLE_NAME / "config.pbtxt").is_file():
         say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
         return 2
     if args.cuda_memory_pool_mb is not None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from resnet_serve.errors import ResnetServeError
-from resnet_serve.ort_session import create_session
+from resnet_serve.ort_session import onnx_logits
 
 DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-3  # max abs logit difference, fp32 torch vs fp32 ONNX Runtime
@@ -46,7 +46,7 @@ def max_logit_difference(model: torch.nn.Module, onnx_path: Path | str, batch: n
     """Max abs difference between torch's and ONNX Runtime's logits on a [N, 3, 224, 224] batch."""
     with torch.inference_mode():
         expected = model.eval()(torch.from_numpy(batch)).numpy()
-    actual = create_session(onnx_path).run(["output"], {"input": batch})[0]
+    actual = onnx_logits(onnx_path, batch)
     return float(np.abs(actual - expected).max())
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet_serve.preprocess import PreprocessOptions
+
+if TYPE_CHECKING:
+    import torch
 
 
 def config_parameters(args: Mapping[str, Any]) -> dict[str, str]:
@@ -25,6 +28,13 @@ def bool_parameter(params: Mapping[str, str], name: str, default: bool) -> bool:
     """A yes/no parameter ("true", "1", "yes", "on" are true), ``default`` when absent."""
     value = params.get(name, "").strip().lower()
     return value in ("true", "1", "yes", "on") if value else default
+
+
+def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
+    """The ``dtype`` parameter of a GPU model as a torch dtype: fp16 (the default) or fp32."""
+    import torch  # GPU models only: the CPU models never import torch
+
+    return torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
 
 
 def preprocess_options(params: Mapping[str, str]) -> PreprocessOptions:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 DEFAULT_MAX_RUN_BATCH = 32
 
@@ -14,6 +17,8 @@ def create_session(
     model_file: Path | str, intra_op_threads: int = 0, inter_op_threads: int = 0
 ) -> ort.InferenceSession:
     """A CPU inference session with full graph optimisation; 0 threads lets ORT choose."""
+    import onnxruntime as ort  # here, so that importing the default above costs nothing
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
@@ -60,3 +65,8 @@ class OrtClassifier:
         while size >= 1:
             self._run(zeros[:size])
             size //= 2
+
+
+def onnx_logits(model_file: Path | str, images: np.ndarray) -> np.ndarray:
+    """Logits of the ONNX model on a preprocessed [N, 3, 224, 224] batch, in a new session."""
+    return OrtClassifier(create_session(model_file))(images)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_serve.ort_session import create_session
+from resnet_serve.ort_session import onnx_logits
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def quantize_int8(fp32_model: Path, output: Path, calibration: np.ndarray) -> Pa
 
 def agreement(fp32_model: Path, int8_model: Path, batch: np.ndarray) -> Agreement:
     """Top-1 agreement, top-5 overlap and logit correlation of int8 against fp32."""
-    reference = create_session(fp32_model).run(["output"], {"input": batch})[0]
-    quantized = create_session(int8_model).run(["output"], {"input": batch})[0]
+    reference = onnx_logits(fp32_model, batch)
+    quantized = onnx_logits(int8_model, batch)
     top5_ref = np.argsort(-reference, axis=1)[:, :5]
     top5_q = np.argsort(-quantized, axis=1)[:, :5]
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5_ref, top5_q, strict=True)])

@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.preprocess import PreprocessOptions
 
 ENSEMBLE_NAME = "ensemble_python_resnet50"
@@ -27,12 +28,12 @@ LABELS_FILE = "labels.txt"
 NUM_CLASSES = 1000
 LIMIT_PARAMETERS = ("max_image_bytes", "max_request_bytes", "max_pixels")  # preprocess refuses larger input
 
-# classifier kind -> (model name, model file name, how Triton runs it)
 PROFILES = {
     "ours": "batched, ragged, aspect-preserving preprocess (the product)",
     "seed": "the seed example exactly: squash resize, transforms per request, no dynamic batching (a baseline)",
     "fused": "GPU only: preprocess + classifier in ONE Python model named as the ensemble (one hop, one context)",
 }
+# classifier kind -> (model name, model file name, how Triton runs it)
 CLASSIFIERS = {
     "ort": ("resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"),
     "onnx": ("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
@@ -60,7 +61,7 @@ class RepositorySpec:
     classifier_threads: int = 0
     max_queue_delay_us: int = 1000
     max_queue_size: int = 1024  # requests waiting for the first step; more are refused at once
-    classifier_run_batch: int = 32  # ONNX Runtime classifier: images per call (bounds its memory)
+    classifier_run_batch: int = DEFAULT_MAX_RUN_BATCH  # ONNX Runtime classifier: images per call (bounds its memory)
     device: str = "cpu"  # "cuda": nvJPEG preprocess on the GPU, tensors passed by DLPack
     dtype: str = "fp16"  # the torch classifier's precision (and the GPU preprocess output)
     cuda_graphs: bool = True
@@ -92,6 +93,15 @@ def _parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
         config.parameters[key].string_value = text
 
 
+def _batch_and_guard_images(config: mc.ModelConfig, spec: RepositorySpec, *options: str) -> None:
+    """For a model taking encoded images: dynamic batching, a bounded queue, and the preprocess
+    limits and ``options`` as parameters."""
+    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
+    values = asdict(spec.preprocess)
+    _parameters(config, {key: values[key] for key in (*LIMIT_PARAMETERS, "exif_transpose", *options)})
+
+
 def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python-backend preprocess: UINT8 [-1] (ragged, so images of any size batch together)."""
     config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
@@ -104,10 +114,7 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.preprocess_instances)
     if seed:
         return config
-    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
-    options = asdict(spec.preprocess)
-    _parameters(config, {key: options[key] for key in (*LIMIT_PARAMETERS, "exif_transpose", "jpeg_draft")})
-    config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
+    _batch_and_guard_images(config, spec, "jpeg_draft")
     _parameters(config, {"threads": spec.preprocess_threads})
     if spec.device == "cuda":
         _parameters(config, {"device": "cuda:0", "dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
@@ -170,10 +177,7 @@ def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.input.add(name="INPUT", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
     config.output.add(name="OUTPUT", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
-    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
-    options = asdict(spec.preprocess)
-    _parameters(config, {key: options[key] for key in (*LIMIT_PARAMETERS, "exif_transpose")})
-    config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
+    _batch_and_guard_images(config, spec)
     _parameters(config, {"device": "cuda:0", "dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs})
     return config
 

@@ -11,7 +11,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
-from resnet_serve.model_params import bool_parameter, config_parameters
+from resnet_serve.model_params import bool_parameter, config_parameters, torch_dtype_parameter
 from resnet_serve.torch_classifier import GraphedClassifier, load_state_dict_model
 
 
@@ -19,7 +19,7 @@ class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
         device = torch.device("cuda", int(args.get("model_instance_device_id", 0)))
-        dtype = torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
+        dtype = torch_dtype_parameter(params)
         weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         model = load_state_dict_model(str(weights), device, dtype)
         self.classifier = GraphedClassifier(

@@ -11,7 +11,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import gather_images, request_errors
-from resnet_serve.model_params import bool_parameter, config_parameters, preprocess_options
+from resnet_serve.model_params import bool_parameter, config_parameters, preprocess_options, torch_dtype_parameter
 from resnet_serve.preprocess_gpu import GpuPreprocessor
 from resnet_serve.torch_classifier import GraphedClassifier, load_state_dict_model
 
@@ -20,7 +20,7 @@ class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
         device = torch.device(params.get("device", "cuda:0"))
-        dtype = torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
+        dtype = torch_dtype_parameter(params)
         self.preprocess = GpuPreprocessor(device, dtype, preprocess_options(params))
         weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         model = load_state_dict_model(str(weights), device, dtype)

@@ -10,14 +10,14 @@ import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 
 from resnet_serve.batching import gather_images, request_errors
-from resnet_serve.model_params import config_parameters, preprocess_options
+from resnet_serve.model_params import config_parameters, preprocess_options, torch_dtype_parameter
 from resnet_serve.preprocess_gpu import GpuPreprocessor
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        dtype = torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
+        dtype = torch_dtype_parameter(params)
         self.preprocess = GpuPreprocessor(params.get("device", "cuda:0"), dtype, preprocess_options(params))
 
     def execute(self, requests):
