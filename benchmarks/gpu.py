@@ -136,11 +136,17 @@ def main() -> None:
         ("seed-gpu", 1, concurrencies[:3]),
         ("ours", 1, [8]),
     ]
+    files = bench.ModelFiles(onnx=onnx, int8_onnx=onnx, torch_weights=weights)
     for setup, per_request, levels in runs:
-        spec = replace(bench.setup_spec(setup, ours, onnx, onnx, weights), max_queue_delay_us=args.queue_delay_us)
+        spec = replace(bench.setup_spec(setup, ours, files), max_queue_delay_us=args.queue_delay_us)
         name = setup if per_request == 1 else f"{setup}-x{per_request}"
-        points += bench.serve_and_sweep(name, spec, [small], levels, args.seconds, 2.0, per_request,
-                                        "grpc", work / "bench", binary, args.client_processes)  # fmt: skip
+        sweep = bench.Sweep(
+            concurrencies=levels,
+            seconds=args.seconds,
+            images_per_request=per_request,
+            client_processes=args.client_processes,
+        )
+        points += bench.serve_and_sweep(name, spec, [small], sweep, work / "bench", binary)
         print(bench.table([p for p in points if p.setup == name]), flush=True)
     (args.out / "gpu-sweep.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
     bench.plot(points, args.out / "gpu-sweep.png", "ResNet-50 ensemble on one GPU (500x375 JPEG)")

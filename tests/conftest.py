@@ -18,6 +18,17 @@ from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.repository import RepositorySpec, write_repository
 from resnet_serve.server import ServerSettings, TritonServer
 
+# Fixtures that start a tritonserver: a test using one is marked `server` here, so that
+# `pytest -m "not server"` runs the unit tests alone. Tests that start their own are marked by hand.
+SERVER_FIXTURES = {"server", "limited_server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RESNET_SERVE_TEST_DATA", ROOT.parent / "shared" / "data"))
 

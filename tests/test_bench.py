@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from resnet_serve.bench import LoadGenerator, sweep
 from resnet_serve.client import TritonClassifier
@@ -46,6 +47,7 @@ def test_bench_cli_writes_table_json_csv_and_plot(server, onnx_model, images, tm
     assert out["plot.png"].read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.server
 def test_seed_profile_reproduces_the_seed(tmp_path, onnx_model, model, images):
     # The seed squashes to 224x224 with torchvision; its served logits must match that in-process.
     import torch

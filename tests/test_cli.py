@@ -55,6 +55,7 @@ def test_serve_without_a_repository_says_what_to_do(tmp_path):
     assert result.returncode == 2 and "resnet-serve repo" in result.stderr
 
 
+@pytest.mark.server
 def test_demo_end_to_end(onnx_model, images, tmp_path):
     # Reuse the session's export (same fixed-seed weights) so the demo skips the 12 s export step.
     workdir = tmp_path / "work"
@@ -76,6 +77,7 @@ def _real_weights() -> str | None:
     return os.environ.get(WEIGHTS_ENV) or (str(imagenet_weights_cached()) if imagenet_weights_cached() else None)
 
 
+@pytest.mark.server
 @pytest.mark.skipif(
     _real_weights() is None,
     reason=f"no real ImageNet weights here: set {WEIGHTS_ENV}=FILE or put {IMAGENET_WEIGHTS} in torchvision's cache",

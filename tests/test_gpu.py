@@ -114,6 +114,7 @@ def test_fused_profile_keeps_the_ensemble_contract(tmp_path):
     assert config.input[0].allow_ragged_batch and config.backend == "python"
 
 
+@pytest.mark.server
 @needs_cuda
 @pytest.mark.parametrize("profile", ["ours", "fused"])
 def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):

@@ -20,6 +20,8 @@ import pytest
 from resnet_serve.client import TritonClassifier
 from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, supervise
 
+pytestmark = pytest.mark.server  # every test here runs a tritonserver
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -118,13 +118,12 @@ def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
 
 
 def test_model_files_from_another_version_are_found_before_serving(tmp_path, fake_onnx):
-    from resnet_serve.repository import stale_model_files
-    from resnet_serve.server import ServerError, ServerSettings, TritonServer
+    from resnet_serve.repository import require_current_models, stale_model_files
 
     root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx))
     assert stale_model_files(root) == []
     old = root / "preprocess" / "1" / "model.py"
     old.write_text(old.read_text().replace("max_request_bytes", "max_bytes"))  # as an older release wrote it
     assert stale_model_files(root) == ["preprocess/1/model.py"]
-    with pytest.raises(ServerError, match="write it again with `resnet-serve repo"):
-        TritonServer(ServerSettings.on_free_ports(root)).start()
+    with pytest.raises(RepositoryError, match="write it again with `resnet-serve repo"):
+        require_current_models(root)  # `serve` checks this before it starts tritonserver

@@ -14,6 +14,8 @@ from resnet_serve.repository import ENSEMBLE_NAME
 
 from conftest import reference_logits
 
+pytestmark = pytest.mark.server  # every test here runs a tritonserver
+
 # Served preprocessing equals torchvision's but for one-grey-level roundings on <= 0.5% of values
 # (test_preprocess.py), and ONNX Runtime's fp32 kernels (fused conv+BN, other summation order) differ
 # from torch's by ~2e-5. Measured together: max 1.9e-3 on logits of magnitude ~60 (3e-5 relative);

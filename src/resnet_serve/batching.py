@@ -1,8 +1,8 @@
-"""One dynamically batched execution of image requests: split into images, and back into replies.
+"""One dynamically batched execution of requests: split into images, and back into replies.
 
-Pure functions shared by the Triton models that take encoded images (the CPU and GPU preprocess
-models and the fused GPU model): every image is processed once, together, and a request fails alone
-with a message naming its bad images.
+Pure functions shared by the Triton models (the CPU and GPU preprocess models, the fused GPU model
+and the classifiers): every image is processed once, together, and a request fails alone with a
+message naming its bad images.
 """
 
 from __future__ import annotations
@@ -54,3 +54,33 @@ def request_errors(gathered: Gathered, image_errors: Sequence[ImageError | None]
         failed = [f"image {i}: {error}" for i, error in enumerate(image_errors[where]) if error is not None]
         messages.append(gathered.bad_input.get(index) or "; ".join(failed) or None)
     return messages
+
+
+def request_slices(batch_sizes: Sequence[int]) -> list[slice]:
+    """Where each request's rows lie once the requests' tensors are concatenated."""
+    stops = np.cumsum(batch_sizes).tolist()
+    return [slice(stop - size, stop) for size, stop in zip(batch_sizes, stops, strict=True)]
+
+
+def responses(
+    pb_utils,
+    output_name: str,
+    outputs,
+    slices: Sequence[slice],
+    errors: Sequence[str | None] | None = None,
+    as_tensor: Callable | None = None,
+) -> list:
+    """One InferenceResponse per request: its slice of ``outputs`` as ``output_name``, or its error.
+
+    ``pb_utils`` is the Python backend's module (only Triton's stub can import it); ``as_tensor``
+    makes the output tensor (default ``pb_utils.Tensor``; GPU models pass one that uses DLPack).
+    """
+    as_tensor = as_tensor or pb_utils.Tensor
+    replies = []
+    for index, where in enumerate(slices):
+        error = errors[index] if errors else None
+        if error:
+            replies.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
+        else:
+            replies.append(pb_utils.InferenceResponse(output_tensors=[as_tensor(output_name, outputs[where])]))
+    return replies

@@ -15,13 +15,23 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from resnet_serve.client import Connection, pack_images
-from resnet_serve.repository import ENSEMBLE_NAME
+from resnet_serve.contract import ENSEMBLE_INPUT, ENSEMBLE_NAME, ENSEMBLE_OUTPUT
+from resnet_serve.errors import ResnetServeError
+from resnet_serve.progress import say
+
+if TYPE_CHECKING:
+    from resnet_serve.repository import RepositorySpec
+
+
+class BenchError(ResnetServeError):
+    """A setup cannot be benchmarked as asked."""
 
 
 @dataclass
@@ -118,7 +128,7 @@ class LoadGenerator:
         self.inputs = []
         for start in range(len(images)):
             batch = pack_images([images[(start + k) % len(images)] for k in range(images_per_request)])
-            request_input = triton.InferInput("INPUT", list(batch.shape), "UINT8")
+            request_input = triton.InferInput(ENSEMBLE_INPUT, list(batch.shape), "UINT8")
             request_input.set_data_from_numpy(batch)
             self.inputs.append(request_input)
 
@@ -140,7 +150,7 @@ class LoadGenerator:
         return asyncio.run(once())
 
     async def _client_loop(self, client, worker: int, warm_until: float, stop_at: float, latencies, errors) -> None:
-        outputs = [self.triton.InferRequestedOutput("OUTPUT")]
+        outputs = [self.triton.InferRequestedOutput(ENSEMBLE_OUTPUT)]
         index = worker
         while (start := time.time()) < stop_at:
             try:
@@ -355,10 +365,6 @@ def plot(points: Sequence[Point], path: Path, title: str = "resnet-serve bench")
     return path
 
 
-SERVER_SETUPS = ("ours", "int8", "seed", "gpu", "fused-gpu", "seed-gpu")
-SETUPS = (*SERVER_SETUPS, "in-process")
-
-
 def synthetic_photos(
     sizes: Sequence[tuple[int, int]] = ((500, 375), (1024, 768), (2048, 1536), (3264, 2448)),
 ) -> list[bytes]:
@@ -378,33 +384,47 @@ def synthetic_photos(
     return photos
 
 
-def setup_spec(setup: str, ours, onnx: Path, int8_onnx: Path, torch_weights: Path):
-    """The repository spec of a named setup, derived from ``ours`` (the user's repository options)."""
-    from dataclasses import replace
+SERVER_SETUPS = ("ours", "int8", "seed", "gpu", "fused-gpu", "seed-gpu")
+SETUPS = (*SERVER_SETUPS, "in-process")
 
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """How each setup is loaded: client counts, time per point, request size, protocol, client processes."""
+
+    concurrencies: Sequence[int] = (1, 2, 4, 8, 16, 32)
+    seconds: float = 10.0
+    warmup_s: float = 2.0
+    images_per_request: int = 1
+    protocol: str = "grpc"
+    client_processes: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFiles:
+    """The models the setups serve: fp32 ONNX, int8 ONNX, and the torch state_dict for the GPU."""
+
+    onnx: Path
+    int8_onnx: Path
+    torch_weights: Path
+
+
+def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> RepositorySpec:
+    """The repository spec of a named setup, derived from ``ours`` (the user's repository options)."""
+    torch = {"model_file": files.torch_weights, "classifier": "torch", "device": "cuda"}
     specs = {
-        "ours": replace(ours, model_file=onnx),
-        "int8": replace(ours, model_file=int8_onnx),
-        "seed": replace(ours, model_file=onnx, profile="seed"),
-        "gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda"),
-        "fused-gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda", profile="fused"),
-        "seed-gpu": replace(ours, model_file=torch_weights, classifier="torch", device="cuda", profile="seed"),
+        "ours": replace(ours, model_file=files.onnx),
+        "int8": replace(ours, model_file=files.int8_onnx),
+        "seed": replace(ours, model_file=files.onnx, profile="seed"),
+        "gpu": replace(ours, **torch),
+        "fused-gpu": replace(ours, **torch, profile="fused"),
+        "seed-gpu": replace(ours, **torch, profile="seed"),
     }
     return specs[setup]
 
 
 def serve_and_sweep(
-    setup: str,
-    spec,
-    images: Sequence[bytes],
-    concurrencies: Sequence[int],
-    seconds: float,
-    warmup_s: float,
-    images_per_request: int,
-    protocol: str,
-    workdir: Path,
-    binary=None,
-    client_processes: int = 1,
+    setup: str, spec: RepositorySpec, images: Sequence[bytes], sweep_settings: Sweep, workdir: Path, binary=None
 ) -> list[Point]:
     """Write ``spec``'s repository, start tritonserver on free ports, sweep, stop."""
     from resnet_serve.repository import write_repository
@@ -413,7 +433,40 @@ def serve_and_sweep(
     repository = write_repository(workdir / setup / "model_repository", spec)
     pool = GPU_TENSOR_POOL_BYTES if spec.passes_gpu_tensors else 0
     settings = ServerSettings.on_free_ports(repository.resolve(), cuda_memory_pool_bytes=pool)
-    with TritonServer(settings, binary, (workdir / setup / "tritonserver.log").resolve()) as server:
-        url = server.grpc_url if protocol == "grpc" else server.http_url
-        generator = LoadGenerator(url, protocol, images, images_per_request, processes=client_processes)
-        return sweep(generator, setup, concurrencies, seconds, warmup_s)
+    log = (workdir / setup / "tritonserver.log").resolve()
+    with TritonServer(settings, binary=binary, log_path=log) as server:
+        url = server.grpc_url if sweep_settings.protocol == "grpc" else server.http_url
+        generator = LoadGenerator(
+            url,
+            sweep_settings.protocol,
+            images,
+            sweep_settings.images_per_request,
+            processes=sweep_settings.client_processes,
+        )
+        return sweep(generator, setup, sweep_settings.concurrencies, sweep_settings.seconds, sweep_settings.warmup_s)
+
+
+def run_setups(
+    setups: Sequence[str],
+    ours: RepositorySpec,
+    files: ModelFiles,
+    images: Sequence[bytes],
+    sweep_settings: Sweep,
+    workdir: Path,
+    binary=None,
+    in_process_batch: int = 8,
+) -> list[Point]:
+    """Each setup in turn on the same server binary and images: serve it, sweep it, stop it."""
+    points: list[Point] = []
+    for setup in setups:
+        if setup == "in-process":
+            say(f"[in-process] decode + preprocess + ONNX Runtime, batch {in_process_batch}, no server ...")
+            points.append(in_process_ceiling(images, files.onnx, sweep_settings.seconds, in_process_batch))
+            continue
+        spec = setup_spec(setup, ours, files)
+        if not Path(spec.model_file).is_file():
+            raise BenchError(
+                f"setup {setup} needs {spec.model_file}; make it with `resnet-serve export` (--int8 for int8)"
+            )
+        points += serve_and_sweep(setup, spec, images, sweep_settings, workdir, binary)
+    return points

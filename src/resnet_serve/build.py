@@ -1,4 +1,4 @@
-"""Builds what is missing: weights -> ONNX (checked against torch) -> model repository.
+"""Builds what is missing: weights -> ONNX (checked against torch, state_dict beside it), and int8.
 
 torch is imported only here and in weights/export, never on the serving path.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_serve.contract import IMAGE_SIZE, ONNX_OPSET
 from resnet_serve.preprocess import ImageError, preprocess_batch, preprocess_image
 from resnet_serve.progress import say, step, warn
 
@@ -21,7 +22,7 @@ def parity_batch(images: Sequence[bytes]) -> tuple[np.ndarray, str]:
     """The batch the ONNX export is checked on: the given images, else a fixed random one."""
     if images:
         return np.stack([preprocess_image(image) for image in images]), f"{len(images)} real image(s)"
-    batch = np.random.default_rng(PARITY_SEED).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    batch = np.random.default_rng(PARITY_SEED).standard_normal((2, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     return batch, "a fixed random batch (pass --check-image IMG to use a real image)"
 
 
@@ -67,7 +68,7 @@ def ensure_onnx(
     weights: str | Path | None,
     random_weights: bool,
     check_images: Sequence[bytes] = (),
-    opset: int = 18,
+    opset: int = ONNX_OPSET,
     fallback_to_random: bool = False,
 ) -> Path:
     """Export unless ``output`` already holds an export of the same weights."""

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_serve.preprocess import PreprocessOptions
-from resnet_serve.repository import ENSEMBLE_NAME, labels
+from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, ENSEMBLE_INPUT, ENSEMBLE_NAME, ENSEMBLE_OUTPUT, labels
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 # gRPC message limits of our clients (tritonclient's default is 2 GiB each way): a request carries at
 # most the server's default request tensor plus framing; a reply, 256 x 1000 FP32 logits.
-MAX_SEND_BYTES = PreprocessOptions().max_request_bytes + (1 << 20)
+MAX_SEND_BYTES = DEFAULT_MAX_REQUEST_BYTES + (1 << 20)
 MAX_RECEIVE_BYTES = 16 << 20
 
 
@@ -120,13 +119,13 @@ class TritonClassifier:
     def logits(self, images: Sequence[bytes]) -> np.ndarray:
         """FP32 [N, 1000] logits for N encoded images, sent as one request."""
         batch = pack_images(images)
-        request_input = self._triton.InferInput("INPUT", list(batch.shape), "UINT8")
+        request_input = self._triton.InferInput(ENSEMBLE_INPUT, list(batch.shape), "UINT8")
         request_input.set_data_from_numpy(batch)
-        output = self._triton.InferRequestedOutput("OUTPUT")
+        output = self._triton.InferRequestedOutput(ENSEMBLE_OUTPUT)
         extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         headers = self.connection.headers or None
         result = self._client.infer(self.model, [request_input], outputs=[output], headers=headers, **extra)
-        return result.as_numpy("OUTPUT")
+        return result.as_numpy(ENSEMBLE_OUTPUT)
 
     def classify(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction]], float]:
         """Top-``k`` predictions per image and the request's latency in milliseconds."""

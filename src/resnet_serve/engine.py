@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from resnet_serve.contract import CLASSIFIER_INPUT, IMAGE_SIZE, MAX_BATCH_SIZE
 from resnet_serve.errors import ResnetServeError
 
 
@@ -16,14 +17,14 @@ class EngineError(ResnetServeError):
     """The TensorRT plan could not be built."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineSpec:
     """Precision and the optimisation profile of the ``input`` batch axis (the seed: 1/1/256, fp16)."""
 
     fp16: bool = True
     min_batch: int = 1
     opt_batch: int = 1
-    max_batch: int = 256
+    max_batch: int = MAX_BATCH_SIZE
     workspace_bytes: int = 4 << 30
 
     def check(self) -> None:
@@ -64,8 +65,8 @@ def build_plan(onnx_model: Path, output: Path, spec: EngineSpec = EngineSpec()) 
     if spec.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    shape = (3, 224, 224)
-    profile.set_shape("input", (spec.min_batch, *shape), (spec.opt_batch, *shape), (spec.max_batch, *shape))
+    shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+    profile.set_shape(CLASSIFIER_INPUT, (spec.min_batch, *shape), (spec.opt_batch, *shape), (spec.max_batch, *shape))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from resnet_serve.contract import CLASSIFIER_INPUT, CLASSIFIER_OUTPUT, IMAGE_SIZE, MAX_BATCH_SIZE, ONNX_OPSET
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.ort_session import onnx_logits
 
-DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-3  # max abs logit difference, fp32 torch vs fp32 ONNX Runtime
 
 
@@ -19,11 +19,13 @@ class ExportError(ResnetServeError):
     """Export or its parity check failed."""
 
 
-def export_onnx(model: torch.nn.Module, path: Path | str, opset: int = DEFAULT_OPSET, max_batch: int = 256) -> Path:
+def export_onnx(
+    model: torch.nn.Module, path: Path | str, opset: int = ONNX_OPSET, max_batch: int = MAX_BATCH_SIZE
+) -> Path:
     """Export to ONNX: input ``input`` FP32 [N, 3, 224, 224], output ``output`` [N, 1000], dynamic N."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, 3, 224, 224)
+    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -31,8 +33,8 @@ def export_onnx(model: torch.nn.Module, path: Path | str, opset: int = DEFAULT_O
             model.eval(),
             (example,),
             str(path),
-            input_names=["input"],
-            output_names=["output"],
+            input_names=[CLASSIFIER_INPUT],
+            output_names=[CLASSIFIER_OUTPUT],
             dynamic_shapes=({0: batch},),
             opset_version=opset,
             dynamo=True,

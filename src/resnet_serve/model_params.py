@@ -1,21 +1,43 @@
-"""Reading a Triton model's config parameters inside a Python-backend model."""
+"""What a Python-backend model reads from Triton's ``initialize(args)``: its config's parameters,
+tensor names and device.
+
+The model.py shells read their tensor names from their own config, as python_backend's examples
+do, so the names are written in one place (:mod:`resnet_serve.contract`, via the repository writer).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from resnet_serve.preprocess import PreprocessOptions
+from resnet_serve.options import parse_bool
 
 if TYPE_CHECKING:
     import torch
 
 
+class TensorNames(NamedTuple):
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def model_config(args: Mapping[str, Any]) -> dict:
+    """The model config that Triton passes to ``initialize(args)``, as a dict."""
+    return json.loads(args["model_config"])
+
+
 def config_parameters(args: Mapping[str, Any]) -> dict[str, str]:
-    """The ``parameters`` of the model config that Triton passes to ``initialize(args)``."""
-    config = json.loads(args["model_config"])
-    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    """The ``parameters`` of the model config, as strings."""
+    return {key: value["string_value"] for key, value in model_config(args).get("parameters", {}).items()}
+
+
+def tensor_names(args: Mapping[str, Any]) -> TensorNames:
+    """The model's input and output tensor names, in config order."""
+    config = model_config(args)
+    return TensorNames(
+        tuple(tensor["name"] for tensor in config["input"]), tuple(tensor["name"] for tensor in config["output"])
+    )
 
 
 def int_parameter(params: Mapping[str, str], name: str, default: int) -> int:
@@ -26,8 +48,8 @@ def int_parameter(params: Mapping[str, str], name: str, default: int) -> int:
 
 def bool_parameter(params: Mapping[str, str], name: str, default: bool) -> bool:
     """A yes/no parameter ("true", "1", "yes", "on" are true), ``default`` when absent."""
-    value = params.get(name, "").strip().lower()
-    return value in ("true", "1", "yes", "on") if value else default
+    value = params.get(name, "").strip()
+    return parse_bool(value) if value else default
 
 
 def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
@@ -37,13 +59,8 @@ def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
     return torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
 
 
-def preprocess_options(params: Mapping[str, str]) -> PreprocessOptions:
-    """The preprocess options a repository wrote into a model's parameters (defaults elsewhere)."""
-    defaults = PreprocessOptions()
-    return PreprocessOptions(
-        max_image_bytes=int_parameter(params, "max_image_bytes", defaults.max_image_bytes),
-        max_request_bytes=int_parameter(params, "max_request_bytes", defaults.max_request_bytes),
-        max_pixels=int_parameter(params, "max_pixels", defaults.max_pixels),
-        exif_transpose=bool_parameter(params, "exif_transpose", defaults.exif_transpose),
-        jpeg_draft=bool_parameter(params, "jpeg_draft", defaults.jpeg_draft),
-    )
+def cuda_device(args: Mapping[str, Any]) -> torch.device:
+    """The CUDA device Triton gave this model instance (``model_instance_device_id``; 0 for KIND_CPU groups)."""
+    import torch
+
+    return torch.device("cuda", int(args.get("model_instance_device_id", 0)))

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from resnet_serve.contract import CLASSIFIER_INPUT, CLASSIFIER_OUTPUT
+
 if TYPE_CHECKING:
     import onnxruntime as ort
 
@@ -53,7 +55,7 @@ class OrtClassifier:
         return np.concatenate([self._run(images[start : start + step]) for start in range(0, len(images), step)])
 
     def _run(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(["output"], {"input": images})[0]
+        return self.session.run([CLASSIFIER_OUTPUT], {CLASSIFIER_INPUT: images})[0]
 
     def warm_up(self) -> None:
         """Run batches of max_run_batch, half of it, ... 1 image(s) of zeros."""

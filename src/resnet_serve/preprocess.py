@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.options import from_parameters, option, to_parameters
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EXIF_ORIENTATION = 0x0112
 
 # ToTensor (x / 255) and Normalize ((x - mean) / std) fused into one multiply-add per channel.
@@ -31,17 +31,34 @@ class ImageError(ResnetServeError, ValueError):
     """An input image that cannot be preprocessed; the message says why."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PreprocessOptions:
-    """How images are decoded and shaped; defaults match torchvision's eval transform."""
+    """How images are decoded and shaped; defaults match torchvision's eval transform.
 
-    resize: int = 256  # must be >= crop
-    crop: int = 224
-    max_image_bytes: int = 64 * 1024 * 1024
-    max_request_bytes: int = 256 * 1024 * 1024  # the whole [N, L] tensor of one request
-    max_pixels: int = 100_000_000
-    exif_transpose: bool = True
-    jpeg_draft: bool = True
+    The preprocess models read these from their config's parameters (:meth:`from_parameters`); the
+    fields declared with ``option`` are also ``repo``/``bench`` command-line options.
+    """
+
+    resize: int = RESIZE_SIZE  # must be >= crop
+    crop: int = IMAGE_SIZE
+    max_image_bytes: int = option(64 * 1024 * 1024, "largest encoded image accepted, in bytes")
+    max_request_bytes: int = option(
+        DEFAULT_MAX_REQUEST_BYTES, "largest request tensor (all its images) accepted, in bytes; refused before decoding"
+    )
+    max_pixels: int = option(100_000_000, "largest decoded image (width*height), checked from its header")
+    exif_transpose: bool = option(
+        True, "ignore EXIF orientation (torchvision's behaviour); default rotates as phones expect"
+    )
+    jpeg_draft: bool = option(
+        True, "always decode JPEGs at full size (exact torchvision numbers, slower on big photos)"
+    )
+
+    def to_parameters(self) -> dict[str, str]:
+        return to_parameters(self)
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> PreprocessOptions:
+        return from_parameters(cls, params)
 
 
 def open_checked(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:

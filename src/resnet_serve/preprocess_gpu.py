@@ -17,9 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resnet_serve.contract import IMAGENET_MEAN, IMAGENET_STD
 from resnet_serve.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageError,
     PreprocessOptions,
     crop_origin,

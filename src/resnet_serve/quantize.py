@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_serve.contract import CLASSIFIER_INPUT
 from resnet_serve.ort_session import onnx_logits
 
 
@@ -36,7 +37,7 @@ def quantize_int8(fp32_model: Path, output: Path, calibration: np.ndarray) -> Pa
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             row = next(self.rows, None)
-            return None if row is None else {"input": row[None]}
+            return None if row is None else {CLASSIFIER_INPUT: row[None]}
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:

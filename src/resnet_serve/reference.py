@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from resnet_serve.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from resnet_serve.contract import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
 
 
 def eval_transform():
@@ -17,8 +17,8 @@ def eval_transform():
 
     return transforms.Compose(
         [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
+            transforms.Resize(RESIZE_SIZE),
+            transforms.CenterCrop(IMAGE_SIZE),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]

@@ -1,8 +1,7 @@
 """Writes the Triton model repository: preprocess -> classifier, as the seed's ensemble.
 
-Configs are ``model_config_pb2.ModelConfig`` messages written with protobuf's ``text_format``. The
-ensemble keeps the seed's contract: ``ensemble_python_resnet50``, input ``INPUT`` UINT8 [-1],
-output ``OUTPUT`` FP32 [1000], max_batch_size 256.
+Configs are ``model_config_pb2.ModelConfig`` messages written with protobuf's ``text_format``; the
+names and sizes come from :mod:`resnet_serve.contract`, so the ensemble keeps the seed's contract.
 """
 
 from __future__ import annotations
@@ -10,35 +9,63 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from resnet_serve.contract import (
+    CLASSIFIER_INPUT,
+    CLASSIFIER_OUTPUT,
+    ENSEMBLE_INPUT,
+    ENSEMBLE_NAME,
+    ENSEMBLE_OUTPUT,
+    LABELS_FILE,
+    MAX_BATCH_SIZE,
+    NUM_CLASSES,
+    PREPROCESS_INPUT,
+    PREPROCESS_NAME,
+    PREPROCESS_OUTPUT,
+    PREPROCESSED_TENSOR,
+    labels,
+)
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.options import option
 from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.preprocess import PreprocessOptions
 
-ENSEMBLE_NAME = "ensemble_python_resnet50"
-PREPROCESS_NAME = "preprocess"
 MARKER_FILE = ".resnet_serve.json"
-LABELS_FILE = "labels.txt"
-NUM_CLASSES = 1000
-LIMIT_PARAMETERS = ("max_image_bytes", "max_request_bytes", "max_pixels")  # preprocess refuses larger input
 
-PROFILES = {
+Profile = Literal["ours", "seed", "fused"]
+ClassifierKind = Literal["ort", "onnx", "trt", "torch"]
+Device = Literal["cpu", "cuda"]
+Dtype = Literal["fp16", "fp32"]
+
+PROFILES: dict[str, str] = {
     "ours": "batched, ragged, aspect-preserving preprocess (the product)",
     "seed": "the seed example exactly: squash resize, transforms per request, no dynamic batching (a baseline)",
     "fused": "GPU only: preprocess + classifier in ONE Python model named as the ensemble (one hop, one context)",
 }
-# classifier kind -> (model name, model file name, how Triton runs it)
-CLASSIFIERS = {
-    "ort": ("resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"),
-    "onnx": ("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
-    "trt": ("resnet50_trt", "model.plan", "tensorrt_plan (NVIDIA's containers with a GPU)"),
-    "torch": ("resnet50_torch", "model.pt", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)"),
+
+
+class Classifier(NamedTuple):
+    model_name: str
+    model_file: str  # the file's name inside the model's version directory
+    runs_on: str
+
+
+CLASSIFIERS: dict[str, Classifier] = {
+    "ort": Classifier(
+        "resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"
+    ),
+    "onnx": Classifier("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
+    "trt": Classifier("resnet50_trt", "model.plan", "tensorrt_plan (NVIDIA's containers with a GPU)"),
+    "torch": Classifier(
+        "resnet50_torch", "model.pt", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)"
+    ),
 }
 
 
@@ -46,29 +73,38 @@ class RepositoryError(ResnetServeError):
     """The repository cannot be written as asked."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RepositorySpec:
-    """What goes into the repository."""
+    """What goes into the repository; fields declared with ``option`` are also CLI options."""
 
     model_file: Path
-    classifier: str = "ort"
-    profile: str = "ours"
-    max_batch_size: int = 256
+    classifier: ClassifierKind = "ort"
+    profile: Profile = "ours"
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
-    preprocess_instances: int = 1
-    preprocess_threads: int = 0
-    classifier_instances: int = 1
-    classifier_threads: int = 0
-    max_queue_delay_us: int = 1000
-    max_queue_size: int = 1024  # requests waiting for the first step; more are refused at once
-    classifier_run_batch: int = DEFAULT_MAX_RUN_BATCH  # ONNX Runtime classifier: images per call (bounds its memory)
-    device: str = "cpu"  # "cuda": nvJPEG preprocess on the GPU, tensors passed by DLPack
-    dtype: str = "fp16"  # the torch classifier's precision (and the GPU preprocess output)
-    cuda_graphs: bool = True
+    device: Device = option("cpu", "cuda: nvJPEG preprocess and the PyTorch classifier on the GPU, tensors by DLPack")
+    dtype: Dtype = option("fp16", "GPU classifier precision (and the GPU preprocess output)")
+    cuda_graphs: bool = option(True, "run the GPU classifier eagerly, without CUDA graphs")
+    max_batch_size: int = option(MAX_BATCH_SIZE, "most images in one request (and one batch)")
+    max_queue_delay_us: int = option(1000, "dynamic batcher wait, in microseconds")
+    max_queue_size: int = option(1024, "requests waiting for the first step before new ones are refused")
+    preprocess_instances: int = option(1, "preprocess model instances")
+    preprocess_threads: int = option(0, "decode threads per preprocess instance (0: all cores)")
+    classifier_instances: int = option(1, "classifier model instances")
+    classifier_threads: int = option(0, "ONNX Runtime threads (0: ORT's choice)")
+    classifier_run_batch: int = option(
+        DEFAULT_MAX_RUN_BATCH, "images per ONNX Runtime call, bounding the classifier's memory"
+    )
+
+    def __post_init__(self) -> None:
+        for name, choices in (("profile", PROFILES), ("classifier", CLASSIFIERS), ("device", ("cpu", "cuda"))):
+            if getattr(self, name) not in choices:
+                raise RepositoryError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        if self.profile == "fused" and self.classifier != "torch":
+            raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
 
     @property
     def classifier_name(self) -> str:
-        return CLASSIFIERS[self.classifier][0]
+        return CLASSIFIERS[self.classifier].model_name
 
     @property
     def passes_gpu_tensors(self) -> bool:
@@ -82,49 +118,44 @@ class RepositorySpec:
         return mc.TYPE_FP16 if fp16 else mc.TYPE_FP32
 
 
-def labels() -> list[str]:
-    """The 1000 ImageNet class names, upper case as in the seed (index 504 is ``COFFEE MUG``)."""
-    return resources.files("resnet_serve").joinpath(LABELS_FILE).read_text().splitlines()
-
-
 def _parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
     for key, value in values.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         config.parameters[key].string_value = text
 
 
-def _batch_and_guard_images(config: mc.ModelConfig, spec: RepositorySpec, *options: str) -> None:
-    """For a model taking encoded images: dynamic batching, a bounded queue, and the preprocess
-    limits and ``options`` as parameters."""
+def _batch_and_guard_images(config: mc.ModelConfig, spec: RepositorySpec) -> None:
+    """For a model taking encoded images: dynamic batching, a bounded queue, the preprocess options."""
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
-    values = asdict(spec.preprocess)
-    _parameters(config, {key: values[key] for key in (*LIMIT_PARAMETERS, "exif_transpose", *options)})
+    _parameters(config, spec.preprocess.to_parameters())
+
+
+def _image_dims(spec: RepositorySpec) -> list[int]:
+    return [3, spec.preprocess.crop, spec.preprocess.crop]
 
 
 def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python-backend preprocess: UINT8 [-1] (ragged, so images of any size batch together)."""
     config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
     seed = spec.profile == "seed"
-    config.input.add(name="INPUT_0", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
-    config.output.add(
-        name="OUTPUT_0", data_type=spec.image_tensor_type, dims=[3, spec.preprocess.crop, spec.preprocess.crop]
-    )
+    config.input.add(name=PREPROCESS_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
+    config.output.add(name=PREPROCESS_OUTPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
     # A Python model with UINT8 input must run in a KIND_CPU instance group.
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.preprocess_instances)
     if seed:
         return config
-    _batch_and_guard_images(config, spec, "jpeg_draft")
+    _batch_and_guard_images(config, spec)
     _parameters(config, {"threads": spec.preprocess_threads})
     if spec.device == "cuda":
-        _parameters(config, {"device": "cuda:0", "dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
+        _parameters(config, {"dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
     return config
 
 
 def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """The ResNet-50 step: ``input`` FP32 [3, 224, 224] -> ``output`` FP32 [1000] with labels."""
-    name = spec.classifier_name
-    config = mc.ModelConfig(name=name, max_batch_size=spec.max_batch_size)
+    """The ResNet-50 step: ``input`` [3, 224, 224] (FP32, or FP16 for the fp16 torch classifier) ->
+    ``output`` FP32 [1000] with labels."""
+    config = mc.ModelConfig(name=spec.classifier_name, max_batch_size=spec.max_batch_size)
     if spec.classifier == "ort":
         config.backend = "python"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
@@ -142,31 +173,34 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
     else:
         config.platform = "tensorrt_plan"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
-    crop = spec.preprocess.crop
-    config.input.add(name="input", data_type=spec.image_tensor_type, dims=[3, crop, crop])
-    config.output.add(name="output", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    config.input.add(name=CLASSIFIER_INPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
+    config.output.add(name=CLASSIFIER_OUTPUT, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
     if spec.profile != "seed":
         config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     return config
 
 
+def _ensemble_io(config: mc.ModelConfig, *, ragged: bool = False) -> None:
+    config.input.add(name=ENSEMBLE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=ragged)
+    config.output.add(name=ENSEMBLE_OUTPUT, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+
+
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The seed's ensemble: ``INPUT`` -> preprocess -> classifier -> ``OUTPUT``."""
     config = mc.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=spec.max_batch_size)
-    config.input.add(name="INPUT", data_type=mc.TYPE_UINT8, dims=[-1])
-    config.output.add(name="OUTPUT", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    _ensemble_io(config)
     steps = config.ensemble_scheduling.step
     steps.add(
         model_name=PREPROCESS_NAME,
         model_version=-1,
-        input_map={"INPUT_0": "INPUT"},
-        output_map={"OUTPUT_0": "preprocessed_image"},
+        input_map={PREPROCESS_INPUT: ENSEMBLE_INPUT},
+        output_map={PREPROCESS_OUTPUT: PREPROCESSED_TENSOR},
     )
     steps.add(
         model_name=spec.classifier_name,
         model_version=-1,
-        input_map={"input": "preprocessed_image"},
-        output_map={"output": "OUTPUT"},
+        input_map={CLASSIFIER_INPUT: PREPROCESSED_TENSOR},
+        output_map={CLASSIFIER_OUTPUT: ENSEMBLE_OUTPUT},
     )
     return config
 
@@ -174,11 +208,10 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
 def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The fused profile: one Python model with the ensemble's name, input and output."""
     config = mc.ModelConfig(name=ENSEMBLE_NAME, backend="python", max_batch_size=spec.max_batch_size)
-    config.input.add(name="INPUT", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
-    config.output.add(name="OUTPUT", data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    _ensemble_io(config, ragged=True)
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
     _batch_and_guard_images(config, spec)
-    _parameters(config, {"device": "cuda:0", "dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs})
+    _parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs})
     return config
 
 
@@ -213,51 +246,41 @@ def prepare_directory(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
+def _write_model(root: Path, config: mc.ModelConfig, source: str | None = None, labelled: bool = True) -> Path:
+    """One model's directory: its config, its model.py (from ``triton_models/<source>.py``), its labels."""
+    model_dir = root / config.name
+    _write_config(model_dir, config)
+    if source:
+        (model_dir / "1" / "model.py").write_text(_model_source(source))
+    if labelled:
+        (model_dir / LABELS_FILE).write_text("\n".join(labels()) + "\n")
+    return model_dir
+
+
 def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     """Write (or rewrite) the whole model repository under ``root`` and return its path."""
     root = Path(root)
-    if spec.profile not in PROFILES:
-        raise RepositoryError(f"unknown profile {spec.profile!r}; choose one of {', '.join(PROFILES)}")
-    if spec.device not in ("cpu", "cuda"):
-        raise RepositoryError(f"unknown device {spec.device!r}; choose cpu or cuda")
-    if spec.classifier not in CLASSIFIERS:
-        raise RepositoryError(f"unknown classifier {spec.classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
     model_file = Path(spec.model_file)
     if not model_file.is_file():
         raise RepositoryError(f"model file {model_file} does not exist")
-    if spec.profile == "fused" and spec.classifier != "torch":
-        raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
     prepare_directory(root)
-    label_text = "\n".join(labels()) + "\n"
+    classifier = CLASSIFIERS[spec.classifier]
     if spec.profile == "fused":
-        fused_dir = root / ENSEMBLE_NAME
-        _write_config(fused_dir, fused_config(spec))
-        (fused_dir / "1" / "model.py").write_text(_model_source("fused_gpu"))
-        _install_file(model_file, fused_dir / "1" / "model.pt")
-        (fused_dir / LABELS_FILE).write_text(label_text)
+        fused_dir = _write_model(root, fused_config(spec), "fused_gpu")
+        _install_file(model_file, fused_dir / "1" / classifier.model_file)
         _write_marker(root, spec, ENSEMBLE_NAME, model_file)
         return root
 
-    preprocess_dir = root / PREPROCESS_NAME
-    _write_config(preprocess_dir, preprocess_config(spec))
-    preprocess_source = {"seed": "seed_preprocess"}.get(
-        spec.profile, "preprocess_gpu" if spec.device == "cuda" else "preprocess"
-    )
-    (preprocess_dir / "1" / "model.py").write_text(_model_source(preprocess_source))
-
-    name, file_name, _ = CLASSIFIERS[spec.classifier]
-    classifier_dir = root / name
-    _write_config(classifier_dir, classifier_config(spec))
-    _install_file(model_file, classifier_dir / "1" / file_name)
-    (classifier_dir / LABELS_FILE).write_text(label_text)
-    if spec.classifier in ("ort", "torch"):
-        (classifier_dir / "1" / "model.py").write_text(_model_source(f"classifier_{spec.classifier}"))
-
-    ensemble_dir = root / ENSEMBLE_NAME
-    _write_config(ensemble_dir, ensemble_config(spec))
-    (ensemble_dir / LABELS_FILE).write_text(label_text)
-
-    _write_marker(root, spec, name, model_file)
+    if spec.profile == "seed":
+        preprocess_source = "seed_preprocess"
+    else:
+        preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
+    _write_model(root, preprocess_config(spec), preprocess_source, labelled=False)
+    python_classifier = f"classifier_{spec.classifier}" if spec.classifier in ("ort", "torch") else None
+    classifier_dir = _write_model(root, classifier_config(spec), python_classifier)
+    _install_file(model_file, classifier_dir / "1" / classifier.model_file)
+    _write_model(root, ensemble_config(spec))
+    _write_marker(root, spec, classifier.model_name, model_file)
     return root
 
 
@@ -287,6 +310,15 @@ def stale_model_files(root: Path | str) -> list[str]:
     models = resources.files("resnet_serve.triton_models")
     current = {entry.read_text() for entry in models.iterdir() if entry.name.endswith(".py")}
     return sorted(str(path.relative_to(root)) for path in root.glob("*/*/model.py") if path.read_text() not in current)
+
+
+def require_current_models(root: Path | str) -> None:
+    """Refuse to serve a repository whose model.py files another resnet-serve version wrote."""
+    if stale := stale_model_files(root):
+        raise RepositoryError(
+            f"{root} was written by another version of resnet-serve ({stale[0]} differs from this one's); "
+            f"write it again with `resnet-serve repo -o {root}`"
+        )
 
 
 def read_config(path: Path | str) -> mc.ModelConfig:

@@ -6,9 +6,13 @@ traffic never triggers cuDNN autotuning or per-layer kernel launches from Python
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from resnet_serve.contract import IMAGE_SIZE
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -39,7 +43,7 @@ class GraphedClassifier:
             self._capture()
 
     def _static_input(self, batch: int) -> torch.Tensor:
-        shape = (batch, 3, 224, 224)
+        shape = (batch, 3, IMAGE_SIZE, IMAGE_SIZE)
         return torch.randn(shape, device=self.device).to(self.dtype).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
@@ -77,3 +81,15 @@ class GraphedClassifier:
             graph.replay()
             outputs.append(static_output[: len(chunk)].to(torch.float32, copy=True))  # the graph reuses it
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
+    """The classifier of a Triton model instance: its version's ``model.pt`` on the instance's device,
+    in the config's ``dtype``, with CUDA graphs unless ``cuda_graphs`` is false."""
+    from resnet_serve.model_params import bool_parameter, config_parameters, cuda_device, torch_dtype_parameter
+
+    params = config_parameters(args)
+    device, dtype = cuda_device(args), torch_dtype_parameter(params)
+    weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
+    model = load_state_dict_model(str(weights), device, dtype)
+    return GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True))

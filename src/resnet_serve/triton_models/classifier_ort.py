@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from resnet_serve.model_params import config_parameters, int_parameter
+from resnet_serve.batching import request_slices, responses
+from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
 from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH, OrtClassifier, create_session
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
+        (self.input_name,), (self.output_name,) = tensor_names(args)
         model_file = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         session = create_session(
             model_file,
@@ -27,11 +29,6 @@ class TritonPythonModel:
         self.classify.warm_up()
 
     def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(request, "input").as_numpy() for request in requests]
+        inputs = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         logits = self.classify(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
-        responses, start = [], 0
-        for batch in inputs:
-            stop = start + len(batch)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("output", logits[start:stop])]))
-            start = stop
-        return responses
+        return responses(pb_utils, self.output_name, logits, request_slices([len(batch) for batch in inputs]))

@@ -5,35 +5,27 @@ CUDA graphs per batch bucket, captured at load). Inputs arrive on the GPU by DLP
 FORCE_CPU_ONLY_INPUT_TENSORS=no); every request of an execution runs as one batch.
 """
 
-from pathlib import Path
-
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
-from resnet_serve.model_params import bool_parameter, config_parameters, torch_dtype_parameter
-from resnet_serve.torch_classifier import GraphedClassifier, load_state_dict_model
+from resnet_serve.batching import request_slices, responses
+from resnet_serve.model_params import tensor_names
+from resnet_serve.torch_classifier import instance_classifier
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = config_parameters(args)
-        device = torch.device("cuda", int(args.get("model_instance_device_id", 0)))
-        dtype = torch_dtype_parameter(params)
-        weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
-        model = load_state_dict_model(str(weights), device, dtype)
-        self.classifier = GraphedClassifier(
-            model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True)
-        )
+        (self.input_name,), (self.output_name,) = tensor_names(args)
+        self.classifier = instance_classifier(args)
 
     def execute(self, requests):
-        inputs = [from_dlpack(pb_utils.get_input_tensor_by_name(r, "input").to_dlpack()) for r in requests]
+        inputs = [from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack()) for r in requests]
         logits = self.classifier(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
-        responses, start = [], 0
-        for batch in inputs:
-            stop = start + len(batch)
-            output = pb_utils.Tensor.from_dlpack("output", to_dlpack(logits[start:stop].contiguous()))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
-            start = stop
-        return responses
+        slices = request_slices([len(batch) for batch in inputs])
+        return responses(pb_utils, self.output_name, logits, slices, as_tensor=_dlpack_tensor)
+
+
+def _dlpack_tensor(name, tensor):
+    return pb_utils.Tensor.from_dlpack(name, to_dlpack(tensor.contiguous()))

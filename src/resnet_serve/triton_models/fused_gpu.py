@@ -5,41 +5,29 @@ Same contract as the seed's ensemble (``ensemble_python_resnet50``, INPUT UINT8 
 which the two-step ensemble pays twice (benchmarks/RESULTS.md measures both).
 """
 
-from pathlib import Path
-
-import torch
 import triton_python_backend_utils as pb_utils
 
-from resnet_serve.batching import gather_images, request_errors
-from resnet_serve.model_params import bool_parameter, config_parameters, preprocess_options, torch_dtype_parameter
+from resnet_serve.batching import gather_images, request_errors, responses
+from resnet_serve.model_params import config_parameters, tensor_names
+from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.preprocess_gpu import GpuPreprocessor
-from resnet_serve.torch_classifier import GraphedClassifier, load_state_dict_model
+from resnet_serve.torch_classifier import instance_classifier
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = config_parameters(args)
-        device = torch.device(params.get("device", "cuda:0"))
-        dtype = torch_dtype_parameter(params)
-        self.preprocess = GpuPreprocessor(device, dtype, preprocess_options(params))
-        weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
-        model = load_state_dict_model(str(weights), device, dtype)
-        self.classifier = GraphedClassifier(
-            model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True)
-        )
+        (self.input_name,), (self.output_name,) = tensor_names(args)
+        self.classifier = instance_classifier(args)
+        options = PreprocessOptions.from_parameters(config_parameters(args))
+        self.preprocess = GpuPreprocessor(self.classifier.device, self.classifier.dtype, options)
 
     def execute(self, requests):
-        gathered = gather_images(requests, _image_tensor, "INPUT", self.preprocess.options.max_request_bytes)
+        limit = self.preprocess.options.max_request_bytes
+        gathered = gather_images(requests, self._image_tensor, self.input_name, limit)
         batch, image_errors = self.preprocess(gathered.images)
         logits = self.classifier(batch).cpu().numpy() if gathered.images else None
-        responses = []
-        for where, error in zip(gathered.slices, request_errors(gathered, image_errors), strict=True):
-            if error:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
-            else:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", logits[where])]))
-        return responses
+        errors = request_errors(gathered, image_errors)
+        return responses(pb_utils, self.output_name, logits, gathered.slices, errors)
 
-
-def _image_tensor(request):
-    return pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
+    def _image_tensor(self, request):
+        return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()

@@ -9,32 +9,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 import triton_python_backend_utils as pb_utils
 
-from resnet_serve.batching import gather_images, request_errors
-from resnet_serve.model_params import config_parameters, int_parameter, preprocess_options
-from resnet_serve.preprocess import preprocess_batch
+from resnet_serve.batching import gather_images, request_errors, responses
+from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
+from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        self.options = preprocess_options(params)
+        (self.input_name,), (self.output_name,) = tensor_names(args)
+        self.options = PreprocessOptions.from_parameters(params)
         threads = int_parameter(params, "threads", 0) or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
 
     def execute(self, requests):
-        gathered = gather_images(requests, _image_tensor, "INPUT_0", self.options.max_request_bytes)
+        gathered = gather_images(requests, self._image_tensor, self.input_name, self.options.max_request_bytes)
         batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool)
-        responses = []
-        for where, error in zip(gathered.slices, request_errors(gathered, image_errors), strict=True):
-            if error:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
-            else:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT_0", batch[where])]))
-        return responses
+        return responses(pb_utils, self.output_name, batch, gathered.slices, request_errors(gathered, image_errors))
+
+    def _image_tensor(self, request):
+        return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
 
     def finalize(self):
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _image_tensor(request):
-    return pb_utils.get_input_tensor_by_name(request, "INPUT_0").as_numpy()

@@ -9,30 +9,30 @@ import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 
-from resnet_serve.batching import gather_images, request_errors
-from resnet_serve.model_params import config_parameters, preprocess_options, torch_dtype_parameter
+from resnet_serve.batching import gather_images, request_errors, responses
+from resnet_serve.model_params import config_parameters, cuda_device, tensor_names, torch_dtype_parameter
+from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.preprocess_gpu import GpuPreprocessor
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        dtype = torch_dtype_parameter(params)
-        self.preprocess = GpuPreprocessor(params.get("device", "cuda:0"), dtype, preprocess_options(params))
+        (self.input_name,), (self.output_name,) = tensor_names(args)
+        options = PreprocessOptions.from_parameters(params)
+        self.preprocess = GpuPreprocessor(cuda_device(args), torch_dtype_parameter(params), options)
 
     def execute(self, requests):
-        gathered = gather_images(requests, _image_tensor, "INPUT_0", self.preprocess.options.max_request_bytes)
+        limit = self.preprocess.options.max_request_bytes
+        gathered = gather_images(requests, self._image_tensor, self.input_name, limit)
         batch, image_errors = self.preprocess(gathered.images)
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
-        responses = []
-        for where, error in zip(gathered.slices, request_errors(gathered, image_errors), strict=True):
-            if error:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
-            else:
-                output = pb_utils.Tensor.from_dlpack("OUTPUT_0", to_dlpack(batch[where]))
-                responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
-        return responses
+        errors = request_errors(gathered, image_errors)
+        return responses(pb_utils, self.output_name, batch, gathered.slices, errors, as_tensor=_dlpack_tensor)
+
+    def _image_tensor(self, request):
+        return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
 
 
-def _image_tensor(request):
-    return pb_utils.get_input_tensor_by_name(request, "INPUT_0").as_numpy()
+def _dlpack_tensor(name, tensor):
+    return pb_utils.Tensor.from_dlpack(name, to_dlpack(tensor.contiguous()))

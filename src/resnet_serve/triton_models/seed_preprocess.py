@@ -12,24 +12,27 @@ import triton_python_backend_utils as pb_utils
 from PIL import Image
 from torchvision import transforms
 
-from resnet_serve.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from resnet_serve.contract import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from resnet_serve.model_params import tensor_names
 
 
 class TritonPythonModel:
+    def initialize(self, args):
+        (self.input_name,), (self.output_name,) = tensor_names(args)
+
     def execute(self, requests):
         responses = []
         for request in requests:
             loader = transforms.Compose(
                 [
-                    transforms.Resize([224, 224]),
-                    transforms.CenterCrop(224),
+                    transforms.Resize([IMAGE_SIZE, IMAGE_SIZE]),
+                    transforms.CenterCrop(IMAGE_SIZE),
                     transforms.ToTensor(),
                     transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
                 ]
             )
-            data = pb_utils.get_input_tensor_by_name(request, "INPUT_0").as_numpy()
+            data = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             image = loader(Image.open(io.BytesIO(data.tobytes()))).unsqueeze(0).numpy()
-            responses.append(
-                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT_0", image.astype(np.float32))])
-            )
+            output = pb_utils.Tensor(self.output_name, image.astype(np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
         return responses

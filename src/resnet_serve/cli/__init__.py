@@ -1,0 +1,50 @@
+"""The ``resnet-serve`` command line: demo, export, engine, repo, serve, classify, bench.
+
+Each command is a module here with ``add_parser(commands)`` (its options, beside its handler) and
+``run(args)``; this module only assembles them and turns expected errors into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from resnet_serve.cli import bench, classify, demo, engine, export, repo, serve
+from resnet_serve.progress import say
+
+COMMANDS = (demo, export, engine, repo, serve, classify, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnet-serve",
+        description="Serve ImageNet ResNet-50 classification on NVIDIA Triton (the python_backend "
+        "'preprocessing' ensemble): build, serve, classify.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(commands).set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:
+        if _is_expected(exc):
+            say(f"error: {exc}")
+            return 1
+        raise
+
+
+def _is_expected(exc: Exception) -> bool:
+    """Errors with a message meant for the user (printed without a traceback)."""
+    from tritonclient.utils import InferenceServerException
+
+    from resnet_serve.errors import ResnetServeError
+
+    return isinstance(exc, (ResnetServeError, FileNotFoundError, InferenceServerException))

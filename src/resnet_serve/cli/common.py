@@ -1,0 +1,110 @@
+"""Options and defaults that several commands share."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_WORKDIR = Path("build")
+DEFAULT_ONNX = DEFAULT_WORKDIR / "resnet50.onnx"
+DEFAULT_INT8 = DEFAULT_WORKDIR / "resnet50.int8.onnx"
+DEFAULT_TORCH = DEFAULT_WORKDIR / "resnet50.pt"
+DEFAULT_REPOSITORY = DEFAULT_WORKDIR / "model_repository"
+
+
+def add_weights_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="ResNet-50 state_dict or torchvision checkpoint (default: $RESNET_SERVE_WEIGHTS, else torchvision's "
+        "IMAGENET1K_V1, downloaded once into torchvision's cache)",
+    )
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="a fixed-seed random ResNet-50 (for tests and offline machines: classes are meaningless)",
+    )
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server", metavar="PATH", help="tritonserver binary (default: PATH, then the nvidia-pytriton wheel)"
+    )
+    parser.add_argument(
+        "--backend-directory", metavar="DIR", help="Triton backends directory (default: beside the binary)"
+    )
+
+
+def find_server(args: argparse.Namespace):
+    from resnet_serve.server import find_server
+
+    return find_server(args.server, args.backend_directory)
+
+
+def add_repository_options(parser: argparse.ArgumentParser) -> None:
+    """How the repository's steps batch, thread and guard their input (repo and bench): every
+    option field of RepositorySpec and PreprocessOptions."""
+    from resnet_serve.options import add_arguments
+    from resnet_serve.preprocess import PreprocessOptions
+    from resnet_serve.repository import RepositorySpec
+
+    add_arguments(parser, RepositorySpec)
+    add_arguments(parser, PreprocessOptions)
+
+
+def repository_spec(args: argparse.Namespace, *, model_file: Path, classifier: str, profile: str = "ours"):
+    """The RepositorySpec of the options :func:`add_repository_options` added, plus these values."""
+    from resnet_serve.options import from_arguments
+    from resnet_serve.preprocess import PreprocessOptions
+    from resnet_serve.repository import RepositorySpec
+
+    preprocess = from_arguments(PreprocessOptions, args)
+    return from_arguments(
+        RepositorySpec, args, model_file=Path(model_file), classifier=classifier, profile=profile, preprocess=preprocess
+    )
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ssl", action="store_true", help="TLS to the server (gRPC or HTTPS)")
+    parser.add_argument("--root-certificates", metavar="PEM", help="CA bundle for --ssl (gRPC)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sent with every request, e.g. 'Authorization=Bearer TOKEN' (repeatable)",
+    )
+
+
+def connection(args: argparse.Namespace):
+    from resnet_serve.client import Connection
+    from resnet_serve.errors import ResnetServeError
+
+    if bad := [item for item in args.header if "=" not in item]:
+        raise ResnetServeError(f"--header needs KEY=VALUE, got {bad[0]!r}")
+    headers = dict(item.split("=", 1) for item in args.header)
+    return Connection(ssl=args.ssl, root_certificates=args.root_certificates, headers=headers)
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def print_results(paths, results, latency_ms: float, as_json: bool) -> None:
+    """Top-k per image, as text or JSON."""
+    import json
+
+    if as_json:
+        images = [
+            {"image": str(path), "top": [p.__dict__ for p in predictions]}
+            for path, predictions in zip(paths, results, strict=True)
+        ]
+        print(json.dumps({"latency_ms": round(latency_ms, 3), "images": images}, indent=2))
+        return
+    for path, predictions in zip(paths, results, strict=True):
+        print(f"{path}:")
+        for rank, p in enumerate(predictions, 1):
+            print(f"  {rank}. {p.label:<32} {p.probability:7.2%}  (class {p.index}, logit {p.logit:.3f})")
+    print(f"{len(paths)} image(s) in one request: {latency_ms:.1f} ms")

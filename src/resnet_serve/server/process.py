@@ -1,0 +1,239 @@
+"""One tritonserver process: its command line, launch, readiness, drain and stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from resnet_serve.server import procfs
+from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
+
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+# CUDA memory pool for repositories whose steps pass GPU tensors: a full fp16 batch of 256 is 77 MB;
+# too small a pool makes Triton copy them through the host ("failed to copy data" in its log).
+GPU_TENSOR_POOL_BYTES = 1 << 30
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(kw_only=True)
+class ServerSettings:
+    """Addresses and options for one tritonserver process."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    log_verbose: int = 0
+    cuda_memory_pool_bytes: int = 0  # >0: room for GPU tensors passed between steps (else host copies)
+    model_control_key: str | None = None  # "HEADER=VALUE": load/unload allowed to requests carrying it
+    extra_args: Sequence[str] = ()
+
+    @classmethod
+    def on_free_ports(cls, repository: Path, host: str = "127.0.0.1", **kwargs) -> ServerSettings:
+        ports = {name: free_port(host) for name in ("http_port", "grpc_port", "metrics_port")}
+        return cls(repository=repository, host=host, **ports, **kwargs)
+
+    def command(self, binary: ServerBinary) -> list[str]:
+        if any(arg.startswith(("--model-control-mode", "--load-model")) for arg in self.extra_args):
+            raise ServerError("model control is set by resnet-serve: use --model-control-key HEADER=VALUE")
+        return [
+            str(binary.executable),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={binary.backend_dir}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            *self._model_control_args(),
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--log-verbose={self.log_verbose}",
+            *([f"--cuda-memory-pool-byte-size=0:{self.cuda_memory_pool_bytes}"] if self.cuda_memory_pool_bytes else []),
+            *self.extra_args,
+        ]
+
+    def _model_control_args(self) -> list[str]:
+        """Off by default; with a key, Triton's explicit mode behind its restricted-API header check."""
+        if self.model_control_key is None:
+            return ["--model-control-mode=none"]
+        header, _, value = self.model_control_key.partition("=")
+        if not (header and value) or any(c in header for c in ",:= "):
+            raise ServerError(f"--model-control-key needs HEADER=VALUE, got {self.model_control_key!r}")
+        restriction = f"model-repository:{header.lower()}={value}"
+        return [
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--http-restricted-api={restriction}",
+            f"--grpc-restricted-protocol={restriction}",
+        ]
+
+
+class TritonServer:
+    """One tritonserver process: ``with TritonServer(settings) as server: ...``."""
+
+    def __init__(self, settings: ServerSettings, *, binary: ServerBinary | None = None, log_path: Path | None = None):
+        self.settings = settings
+        self.binary = binary or find_server()
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{_connect_host(self.settings.host)}:{self.settings.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{_connect_host(self.settings.host)}:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_connect_host(self.settings.host)}:{self.settings.metrics_port}/metrics"
+
+    def start(self, timeout: float = 180.0) -> TritonServer:
+        """Launch the server and block until it reports ready (or raise with its log)."""
+        self.binary.install_python_stub()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.settings.command(self.binary),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_environment(self.binary),
+                start_new_session=True,  # its own process group: stubs stop with it
+            )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def is_ready(self, model: str | None = None) -> bool:
+        """The server (or one model) answers ready."""
+        path = f"/v2/models/{urllib.parse.quote(model)}/ready" if model else READY_PATH
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return f"--- last lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM tritonserver alone: it drains in-flight requests and stops its Python stubs itself.
+
+        After ``timeout`` seconds, or once it has exited, SIGKILL its process group so that no stub
+        outlives it.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
+        return self.process.returncode
+
+    def _activity(self) -> tuple[float, float] | None:
+        """(queued requests, completed requests) summed over all models, from the metrics endpoint."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        totals = {"nv_inference_pending_request_count": 0.0, "nv_inference_request_success": 0.0,
+                  "nv_inference_request_failure": 0.0}  # fmt: skip
+        for line in text.splitlines():
+            name = line.split("{", 1)[0]
+            if name in totals:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+        pending, success, failure = totals.values()
+        return pending, success + failure
+
+    def wait_idle(self, timeout: float = 30.0, quiet_s: float = 1.0) -> bool:
+        """Wait until nothing is queued and no request has completed for ``quiet_s`` seconds.
+
+        Triton's own SIGTERM drain fails ensemble requests that are between two steps ("scheduler
+        for model has stopped accepting new inference requests"), so the drain happens here first.
+        """
+        deadline = time.monotonic() + timeout
+        last, quiet_since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            activity = self._activity()
+            if activity is None:
+                return False
+            if activity[0] > 0 or activity != last:
+                last, quiet_since = activity, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stub_pids(self) -> list[int]:
+        """The live Python-backend stub processes of this server."""
+        if self.process is None:
+            return []
+        return [pid for pid in procfs.children(self.process.pid) if procfs.is_stub(pid) and procfs.alive(pid)]
+
+    def restart(self, timeout: float = 180.0) -> None:
+        """Stop without draining (a dead stub never finishes its requests), then start again."""
+        self.stop(timeout=5.0)
+        self.process = None
+        self.start(timeout)
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _connect_host(host: str) -> str:
+    """Where a client connects for a server bound to ``host``."""
+    return (
+        "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    )
