@@ -6,20 +6,26 @@ Steps (each printed as it goes; a short table at the end):
 1. fixed-seed random ResNet-50 -> build/gpu/resnet50.pt and .onnx (speed does not depend on weights)
 2. classifier-only ceiling at batch 256: torch fp32 eager, fp16 channels_last eager, fp16 CUDA graph
 3. nvJPEG decode + resize/crop/normalize ceiling (GpuPreprocessor) on 500x375 JPEGs, batch 256
-4. served sweeps with `resnet_serve.bench`: gpu (ours on the GPU), seed-gpu (the seed's
-   preprocessing + fp32 torch classifier, no batching), ours on the CPU for contrast; 1 and 8
-   images per request
+4. served sweeps with `resnet_serve.bench` on GPU 0: fused-gpu (one Python model), gpu (two-step
+   ensemble), fused with two instances per GPU (decode of one batch overlapping the classifier of
+   another), seed-gpu (the seed's preprocessing + fp32 torch classifier, no batching); 1 and 8
+   images per request; then the same on every GPU of the machine
+5. every served figure as a fraction of the classifier-only fp16 CUDA-graph ceiling of step 2 (one
+   GPU; n GPUs against n times it), with each GPU's mean utilization during the setup's sweep (NVML)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from resnet_serve import bench
 from resnet_serve.preprocess import PreprocessOptions
@@ -65,7 +71,9 @@ def decode_ceiling(images: list[bytes], batch: int = 256) -> float:
     preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions())
     group = [images[k % len(images)] for k in range(batch)]
     seconds = timed(lambda: preprocess(group), 10)
-    print(f"nvJPEG preprocess batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
+    width, height = Image.open(io.BytesIO(images[0])).size
+    decoder = type(preprocess.decoders.for_batch(batch * width * height)).__name__
+    print(f"GPU preprocess ({decoder}) batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
     return batch / seconds
 
 
@@ -85,15 +93,47 @@ def per_call_costs(weights: Path, images: list[bytes]) -> dict[str, dict[int, fl
     return costs
 
 
+class GpuBusy:
+    """Mean NVML utilization (%) of every GPU while the block runs, sampled every 0.2 s."""
+
+    def __enter__(self) -> GpuBusy:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        self.samples: list[list[int]] = []
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.2):
+                self.samples.append([pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles])
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import pynvml
+
+        self._stop.set()
+        self._thread.join()
+        pynvml.nvmlShutdown()
+
+    @property
+    def mean(self) -> list[float]:
+        return [round(sum(column) / len(column), 1) for column in zip(*self.samples, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--photo", type=Path, default=ROOT / ".whl" / "data" / "mug.jpg")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", default="1,8,32,64,128,256")
-    parser.add_argument("--client-processes", type=int, default=6)
+    parser.add_argument("--client-processes", type=int, default=6, help="per GPU served")
     parser.add_argument("--queue-delay-us", type=int, default=2000)
     parser.add_argument("--skip-sweeps", action="store_true")
+    parser.add_argument("--runs", help="only these served runs, by name, comma-separated (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = ROOT / "build" / "gpu"
@@ -128,30 +168,47 @@ def main() -> None:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     ours = RepositorySpec(model_file=onnx)
     points: list[bench.Point] = []
+    one, every = "0", ",".join(str(gpu) for gpu in range(torch.cuda.device_count()))
+    count = torch.cuda.device_count()
+    # (name, setup, images per request, concurrencies, repository overrides)
     runs = [
-        ("gpu", 1, concurrencies),
-        ("fused-gpu", 1, concurrencies),
-        ("gpu", 8, concurrencies[:4]),
-        ("fused-gpu", 8, concurrencies[:4]),
-        ("seed-gpu", 1, concurrencies[:3]),
-        ("ours", 1, [8]),
+        ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
+        ("fused-gpu-x8", "fused-gpu", 8, concurrencies[:4], {"gpus": one}),
+        ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:4], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
+        ("fused-2inst-x8", "fused-gpu", 8, concurrencies[2:4], {"gpus": one, "preprocess_instances": 2}),
+        ("gpu-x8", "gpu", 8, concurrencies[2:4], {"gpus": one}),
+        ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
+    if count > 1:
+        runs += [
+            (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:5], {"gpus": every}),
+            (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:5], {"gpus": every}),
+        ]
+    if args.runs:
+        runs = [run for run in runs if run[0] in args.runs.split(",")]
+    ceiling = report["classifier_img_per_s"]["fp16 cuda graph"]
+    busy: dict[str, list[float]] = {}
     files = bench.ModelFiles(onnx=onnx, int8_onnx=onnx, torch_weights=weights)
-    for setup, per_request, levels in runs:
-        spec = replace(bench.setup_spec(setup, ours, files), max_queue_delay_us=args.queue_delay_us)
-        name = setup if per_request == 1 else f"{setup}-x{per_request}"
-        sweep = bench.Sweep(
-            concurrencies=levels,
-            seconds=args.seconds,
-            images_per_request=per_request,
-            client_processes=args.client_processes,
-        )
-        points += bench.serve_and_sweep(name, spec, [small], sweep, work / "bench", binary)
+    for name, setup, per_request, levels, overrides in runs:
+        spec = replace(bench.setup_spec(setup, ours, files), max_queue_delay_us=args.queue_delay_us, **overrides)
+        processes = args.client_processes * len(spec.gpu_ids)
+        sweep = bench.Sweep(concurrencies=levels, seconds=args.seconds, images_per_request=per_request,
+                            client_processes=processes)  # fmt: skip
+        with GpuBusy() as sampled:
+            points += bench.serve_and_sweep(name, spec, [small], sweep, work / "bench", binary)
+        busy[name] = sampled.mean
         print(bench.table([p for p in points if p.setup == name]), flush=True)
+        print(f"{name}: mean GPU utilization {busy[name]} %", flush=True)
     (args.out / "gpu-sweep.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
-    bench.plot(points, args.out / "gpu-sweep.png", "ResNet-50 ensemble on one GPU (500x375 JPEG)")
+    bench.plot(points, args.out / "gpu-sweep.png", "ResNet-50 ensemble on GPU (500x375 JPEG)")
     print(bench.table(points))
     print(bench.ratios(points, "seed-gpu"))
+    gpus_of = {name: len(overrides["gpus"].split(",")) for name, _, _, _, overrides in runs}
+    print(f"against the classifier-only fp16 ceiling, {ceiling:.0f} img/s per GPU ({report['device']}):")
+    for name in gpus_of:
+        best = max(p.img_per_s for p in points if p.setup == name)
+        print(f"{name:<16} best {best:8.1f} img/s = {best / (ceiling * gpus_of[name]):.2f} of the ceiling"
+              f" x {gpus_of[name]} GPU; GPU utilization {busy[name]} %")  # fmt: skip
 
 
 if __name__ == "__main__":

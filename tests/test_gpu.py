@@ -5,20 +5,28 @@ and run on the lent H100 through benchmarks/gpu.sh."""
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
 
+from resnet_serve.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
+from resnet_serve.gpu_placement import instance_gpu, memory_pool_args, parse_gpus
 from resnet_serve.preprocess import EXIF_ORIENTATION, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
-from resnet_serve.repository import RepositorySpec, read_config, write_repository
+from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
 from resnet_serve.torch_classifier import GraphedClassifier
 
 from conftest import EXACT, reference_logits
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+GPU_DECODERS = [
+    "torchvision",
+    pytest.param("nvimgcodec", marks=pytest.mark.skipif(not nvimgcodec_installed(), reason="nvImageCodec absent")),
+]
 
 # torch's antialiased bilinear resize follows Pillow's filter but rounds differently: measured on these
 # images, at most a few grey levels on a few pixels; the mean difference is far below one level.
@@ -76,14 +84,43 @@ def test_gpu_repository_passes_fp16_tensors_by_dlpack(tmp_path):
 
 
 @needs_cuda
-def test_nvjpeg_preprocess_matches_the_cpu_path(images):
+@pytest.mark.parametrize("decoder", GPU_DECODERS)
+def test_nvjpeg_preprocess_matches_the_cpu_path(images, decoder):
     names = list(images)
-    gpu, errors = GpuPreprocessor("cuda", torch.float32, EXACT)([images[name] for name in names])
+    gpu, errors = GpuPreprocessor("cuda", torch.float32, EXACT, decoder)([images[name] for name in names])
     cpu, _ = GpuPreprocessor("cpu", torch.float32, EXACT)([images[name] for name in names])
     assert errors == [None] * len(names)
     difference = (gpu.cpu() - cpu).abs()
     # nvJPEG's IDCT and colour conversion differ from libjpeg-turbo's by a grey level here and there.
     assert difference.mean() < 0.02, difference.mean()
+
+
+@needs_cuda
+@pytest.mark.parametrize("decoder", GPU_DECODERS)
+def test_gpu_decode_is_within_a_hundredth_of_the_torchvision_eval_transform(images, decoder):
+    from resnet_serve.reference import reference_tensor
+
+    names = ["mug.jpg", "mug_500x375.jpg", "mug_tiny.jpg"]  # the JPEGs the GPU decodes
+    batch, errors = GpuPreprocessor("cuda", torch.float32, EXACT, decoder)([images[name] for name in names])
+    assert errors == [None] * len(names)
+    for name, tensor in zip(names, batch.cpu().numpy(), strict=True):
+        difference = np.abs(tensor - reference_tensor(images[name])).mean()
+        assert difference <= 0.01, (name, difference)
+
+
+@needs_cuda
+def test_cuda_graph_classifier_captures_on_every_gpu_whatever_the_current_device(model, images):
+    batch = torch.from_numpy(np.stack([preprocess_image(images["mug_500x375.jpg"])]))
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    torch.cuda.set_device(0)  # a stub's current device unless told otherwise: capture must not depend on it
+    for index in range(torch.cuda.device_count()):
+        device = torch.device("cuda", index)
+        fp16 = copy.deepcopy(model).to(device, torch.float16, memory_format=torch.channels_last)
+        logits = GraphedClassifier(fp16, device, torch.float16, buckets=(1, 2))(batch.to(device))
+        assert logits.device == device
+        relative = np.abs(logits.cpu().numpy() - expected).max() / np.abs(expected).max()
+        assert relative < 1e-2, (index, relative)
 
 
 @needs_cuda
@@ -101,6 +138,60 @@ def test_cuda_graph_classifier_matches_fp32_within_fp16_tolerance(model, images)
     logits = fp16(batch.to(device)).cpu().numpy()  # 5 images: padded into the bucket of 8
     relative = np.abs(logits - expected).max() / np.abs(expected).max()
     assert relative < 1e-2, relative  # fp16 activations: ~1e-3 relative expected
+
+
+def test_gpu_repository_places_one_pipeline_on_each_gpu(tmp_path):
+    weights = tmp_path / "resnet50.pt"
+    weights.write_bytes(b"state dict")
+    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", gpus="0,2", preprocess_instances=2)
+    root = write_repository(tmp_path / "repo", spec)
+    preprocess = read_config(root / "preprocess" / "config.pbtxt")
+    assert [(g.name, g.kind, g.count) for g in preprocess.instance_group] == [
+        ("gpu_0", preprocess.instance_group[0].KIND_CPU, 2),
+        ("gpu_2", preprocess.instance_group[0].KIND_CPU, 2),
+    ]
+    classifier = read_config(root / "resnet50_torch" / "config.pbtxt").instance_group[0]
+    assert (classifier.kind, list(classifier.gpus)) == (classifier.KIND_GPU, [0, 2])
+    assert "device" not in preprocess.parameters  # each instance finds its GPU; nothing hard-coded
+    assert read_marker(root)["gpus"] == [0, 2]  # serve gives each of them the CUDA memory pool
+    fused = write_repository(tmp_path / "fused", replace(spec, profile="fused", gpus="1"))
+    groups = read_config(fused / "ensemble_python_resnet50" / "config.pbtxt").instance_group
+    assert [g.name for g in groups] == ["gpu_1"]
+
+
+def test_each_instance_finds_its_gpu_from_what_triton_tells_it():
+    assert instance_gpu({"model_instance_kind": "GPU", "model_instance_device_id": "3"}) == 3
+    cpu = {"model_instance_kind": "CPU", "model_instance_device_id": "0"}
+    assert instance_gpu({**cpu, "model_instance_name": "gpu_2_1"}) == 2  # group gpu_2, its second instance
+    assert instance_gpu({**cpu, "model_instance_name": "gpu_10_0"}) == 10
+    assert instance_gpu({**cpu, "model_instance_name": "preprocess_0_0"}) == 0  # a repository of old
+
+
+def test_every_gpu_in_use_gets_the_cuda_memory_pool():
+    assert memory_pool_args([0, 1], 1 << 30) == [
+        "--cuda-memory-pool-byte-size=0:1073741824",
+        "--cuda-memory-pool-byte-size=1:1073741824",
+    ]
+    assert memory_pool_args([0, 1], 0) == []
+
+
+def test_gpus_option_takes_distinct_device_numbers(tmp_path):
+    assert parse_gpus("0,1,3") == (0, 1, 3)
+    for bad in ("", "a", "0,0", "-1"):
+        with pytest.raises(ValueError, match=f"got {bad!r}"):
+            parse_gpus(bad)
+    with pytest.raises(RepositoryError, match="got '0,x'"):
+        RepositorySpec(model_file=tmp_path / "m.pt", classifier="torch", device="cuda", gpus="0,x")
+
+
+def test_auto_decoder_takes_the_large_batch_decoder_only_for_large_batches():
+    choice = DecoderChoice(small="torchvision", large="nvimgcodec")
+    assert choice.for_batch(256 * 500 * 375) == "torchvision"  # 48 MP: torchvision measured faster
+    assert choice.for_batch(64 * 3361 * 2521) == "nvimgcodec"  # 542 MP: nvImageCodec measured 1.85x
+    on_cpu = make_decoders(torch.device("cpu"), "auto")  # tests without a GPU: torchvision's CPU decoder
+    assert on_cpu.small is on_cpu.large and isinstance(on_cpu.small, TorchvisionDecoder)
+    with pytest.raises(ValueError, match="unknown GPU decoder 'nvjpeg'"):
+        make_decoders(torch.device("cpu"), "nvjpeg")
 
 
 def test_fused_profile_keeps_the_ensemble_contract(tmp_path):
@@ -125,18 +216,41 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):
     torch.save(model.state_dict(), weights)
     spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT, profile=profile)
     root = write_repository(tmp_path / "repo", spec)
-    settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30)
+    gpus = read_marker(root)["gpus"]  # every visible GPU by default
+    settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30, cuda_memory_pool_gpus=gpus)
     names = ["mug.jpg", "mug_500x375.jpg", "mug_gray.png", "mug_cmyk.jpg", "mug_tiny.jpg"]
     with TritonServer(settings, log_path=tmp_path / "log") as server, TritonClassifier(server.grpc_url) as client:
         served = client.logits([images[name] for name in names])
         with pytest.raises(Exception, match="image 1: not a recognised image format"):
             client.logits([images["mug.jpg"], b"junk"])
         again = client.logits([images["mug_500x375.jpg"]])
+        # Concurrent requests: executions on every GPU, and classifier batches that mix the outputs of
+        # preprocess instances on different GPUs (the two-step ensemble cannot keep a request on one GPU).
+        with ThreadPoolExecutor(8 * len(gpus)) as pool:
+            answers = list(pool.map(lambda _: client.logits([images["mug_500x375.jpg"]] * 8), range(32 * len(gpus))))
+        for answer in answers:
+            np.testing.assert_allclose(answer, np.repeat(again, 8, axis=0), atol=2e-3 * np.abs(again).max())
         assert len(server.stub_pids()) == expected_stub_count(root)  # serve's count of KIND_GPU stubs holds
+        assert gpus_running(server.stub_pids()) == set(gpus)  # one pipeline on each GPU, not all on GPU 0
     log = (tmp_path / "log").read_text()
     assert "failed to copy data" not in log  # GPU tensors went by DLPack, not through the host
     expected = reference_logits(model, [images[name] for name in names])
     relative = np.abs(served - expected).max() / np.abs(expected).max()
     assert relative < 2e-2, relative  # fp16 classifier + nvJPEG/torch resize vs torchvision fp32
     np.testing.assert_allclose(again[0], served[1], atol=2e-3 * np.abs(served).max())  # fp16: batch 1 vs 5
-    print(f"GPU {profile} vs CPU reference: max relative logit difference {relative:.2e}")
+    print(f"GPU {profile} on GPUs {gpus} vs CPU reference: max relative logit difference {relative:.2e}")
+
+
+def gpus_running(pids: list[int]) -> set[int]:
+    """The GPUs (CUDA's numbering) on which any of ``pids`` holds a CUDA context (NVML)."""
+    pynvml = pytest.importorskip("pynvml")
+    pynvml.nvmlInit()
+    try:
+        found = set()
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if {p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)} & set(pids):
+                found.add(index)
+        return found
+    finally:
+        pynvml.nvmlShutdown()

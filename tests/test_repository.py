@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,14 +105,13 @@ def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
     from resnet_serve.server import expected_stub_count, visible_gpu_count
 
     cpu = write_repository(tmp_path / "cpu", RepositorySpec(model_file=fake_onnx, preprocess_instances=3))
-    gpu = write_repository(tmp_path / "gpu", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda"))
-    fused = write_repository(
-        tmp_path / "fused", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", profile="fused")
-    )
+    two_gpus = RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", gpus="0,1")
+    gpu = write_repository(tmp_path / "gpu", two_gpus)
+    fused = write_repository(tmp_path / "fused", replace(two_gpus, profile="fused"))
     ngc = write_repository(tmp_path / "ngc", RepositorySpec(model_file=fake_onnx, classifier="onnx"))
     assert expected_stub_count(cpu) == 4  # 3 preprocess + 1 classifier; the ensemble has none
-    assert expected_stub_count(gpu, gpu_count=2) == 3  # KIND_GPU: one classifier per GPU
-    assert expected_stub_count(fused, gpu_count=2) == 1
+    assert expected_stub_count(gpu, gpu_count=2) == 4  # one preprocess and one classifier per GPU
+    assert expected_stub_count(fused, gpu_count=2) == 2
     assert expected_stub_count(ngc) == 1  # the native onnxruntime classifier has no stub
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": "0,1"}) == 2
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0

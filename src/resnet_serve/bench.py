@@ -427,12 +427,15 @@ def serve_and_sweep(
     setup: str, spec: RepositorySpec, images: Sequence[bytes], sweep_settings: Sweep, workdir: Path, binary=None
 ) -> list[Point]:
     """Write ``spec``'s repository, start tritonserver on free ports, sweep, stop."""
-    from resnet_serve.repository import write_repository
+    from resnet_serve.repository import read_marker, write_repository
     from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer
 
     repository = write_repository(workdir / setup / "model_repository", spec)
     pool = GPU_TENSOR_POOL_BYTES if spec.passes_gpu_tensors else 0
-    settings = ServerSettings.on_free_ports(repository.resolve(), cuda_memory_pool_bytes=pool)
+    gpus = read_marker(repository).get("gpus", [0])
+    settings = ServerSettings.on_free_ports(
+        repository.resolve(), cuda_memory_pool_bytes=pool, cuda_memory_pool_gpus=gpus
+    )
     log = (workdir / setup / "tritonserver.log").resolve()
     with TritonServer(settings, binary=binary, log_path=log) as server:
         url = server.grpc_url if sweep_settings.protocol == "grpc" else server.http_url

@@ -60,7 +60,13 @@ def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
 
 
 def cuda_device(args: Mapping[str, Any]) -> torch.device:
-    """The CUDA device Triton gave this model instance (``model_instance_device_id``; 0 for KIND_CPU groups)."""
+    """This instance's GPU (:func:`resnet_serve.gpu_placement.instance_gpu`: Triton's device id for
+    KIND_GPU, the ``gpu_<id>`` group for KIND_CPU), made the process's current device so that streams,
+    CUDA graph captures and synchronizations that use the current device use this one."""
     import torch
 
-    return torch.device("cuda", int(args.get("model_instance_device_id", 0)))
+    from resnet_serve.gpu_placement import instance_gpu
+
+    device = torch.device("cuda", instance_gpu(args))
+    torch.cuda.set_device(device)
+    return device

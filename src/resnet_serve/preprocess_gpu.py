@@ -2,9 +2,10 @@
 
 The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` with antialiased
 bilinear filtering, centre crop, ImageNet normalization, EXIF orientation honoured), computed on a
-CUDA device for a whole batch. JPEGs decode on the GPU in one batched nvJPEG call; other formats,
-and JPEGs nvJPEG refuses (CMYK, some progressive files), decode on the CPU with Pillow and are
-uploaded. Headers are checked on the CPU first, so size limits hold before any pixel is decoded.
+CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.gpu_decode`);
+other formats, and JPEGs the GPU decoder refuses (CMYK, some progressive files), decode on the CPU with
+Pillow and are uploaded. Headers are checked on the CPU first (``open_checked``, the one place for the
+refusal rules), so size limits hold before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_serve.contract import IMAGENET_MEAN, IMAGENET_STD
+from resnet_serve.gpu_decode import make_decoders
 from resnet_serve.preprocess import (
     ImageError,
     PreprocessOptions,
@@ -85,12 +87,14 @@ class GpuPreprocessor:
     """Encoded images -> a [N, 3, crop, crop] tensor on ``device`` (``dtype``), errors per image."""
 
     def __init__(
-        self, device: str = "cuda", dtype: torch.dtype = torch.float16, options: PreprocessOptions | None = None
+        self,
+        device: str | torch.device = "cuda",
+        dtype: torch.dtype = torch.float16,
+        options: PreprocessOptions | None = None,
+        decoder: str = "auto",
     ):
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         self.device, self.dtype, self.options = torch.device(device), dtype, options or PreprocessOptions()
-        self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
+        self.decoders = make_decoders(self.device, decoder)
 
     def _cpu_decode(self, data: bytes) -> _Decoded:
         try:
@@ -102,6 +106,7 @@ class GpuPreprocessor:
     def _decode(self, images: Sequence[bytes]) -> list[_Decoded]:
         decoded: list[_Decoded] = [_Decoded() for _ in images]
         jpegs: list[int] = []
+        jpeg_pixels = 0
         orientations: dict[int, int] = {}
         for index, data in enumerate(images):
             try:
@@ -113,32 +118,19 @@ class GpuPreprocessor:
             too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
             if header.format == "JPEG" and header.mode in ("RGB", "L") and not too_long:
                 jpegs.append(index)
+                jpeg_pixels += width * height
                 if self.options.exif_transpose:
                     orientations[index] = exif_orientation(header)
             else:
                 decoded[index] = self._cpu_decode(data)
         if jpegs:
-            for index, pixels in zip(jpegs, self._gpu_decode([images[i] for i in jpegs]), strict=True):
+            decode = self.decoders.for_batch(jpeg_pixels)
+            for index, pixels in zip(jpegs, decode([images[i] for i in jpegs]), strict=True):
                 if pixels is None:
-                    decoded[index] = self._cpu_decode(images[index])  # nvJPEG refused it: Pillow decides
+                    decoded[index] = self._cpu_decode(images[index])  # the GPU refused it: Pillow decides
                 else:
                     decoded[index].pixels = orient(pixels, orientations.get(index, 1))
         return decoded
-
-    def _gpu_decode(self, images: Sequence[bytes]) -> list[torch.Tensor | None]:
-        """Batched nvJPEG decode; if the batch fails, image by image (None where nvJPEG fails)."""
-        tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images]
-        try:
-            return list(self._decode_jpeg(tensors, mode=self._rgb, device=self.device))
-        except RuntimeError:
-            pass
-        results: list[torch.Tensor | None] = []
-        for tensor in tensors:
-            try:
-                results.append(self._decode_jpeg([tensor], mode=self._rgb, device=self.device)[0])
-            except RuntimeError:
-                results.append(None)
-        return results
 
     def __call__(self, images: Sequence[bytes]) -> tuple[torch.Tensor, list[ImageError | None]]:
         crop = self.options.crop

@@ -33,6 +33,8 @@ from resnet_serve.contract import (
     labels,
 )
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.gpu_decode import DECODERS, GpuDecoder
+from resnet_serve.gpu_placement import gpus_in_use, group_name, parse_gpus
 from resnet_serve.options import option
 from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.preprocess import PreprocessOptions
@@ -84,6 +86,8 @@ class RepositorySpec:
     device: Device = option("cpu", "cuda: nvJPEG preprocess and the PyTorch classifier on the GPU, tensors by DLPack")
     dtype: Dtype = option("fp16", "GPU classifier precision (and the GPU preprocess output)")
     cuda_graphs: bool = option(True, "run the GPU classifier eagerly, without CUDA graphs")
+    gpus: str = option("", "GPUs to serve on, one pipeline each, e.g. 0,1 (default: every visible GPU)")
+    gpu_decoder: GpuDecoder = option("auto", "JPEG decoder on the GPU (auto: see gpu_decode.py)")
     max_batch_size: int = option(MAX_BATCH_SIZE, "most images in one request (and one batch)")
     max_queue_delay_us: int = option(1000, "dynamic batcher wait, in microseconds")
     max_queue_size: int = option(1024, "requests waiting for the first step before new ones are refused")
@@ -96,15 +100,26 @@ class RepositorySpec:
     )
 
     def __post_init__(self) -> None:
-        for name, choices in (("profile", PROFILES), ("classifier", CLASSIFIERS), ("device", ("cpu", "cuda"))):
+        choosing = (("profile", PROFILES), ("classifier", CLASSIFIERS), ("device", ("cpu", "cuda")),
+                    ("gpu_decoder", DECODERS))  # fmt: skip
+        for name, choices in choosing:
             if getattr(self, name) not in choices:
                 raise RepositoryError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        try:
+            parse_gpus(self.gpus) if self.gpus else ()
+        except ValueError as exc:
+            raise RepositoryError(str(exc)) from None
         if self.profile == "fused" and self.classifier != "torch":
             raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
 
     @property
     def classifier_name(self) -> str:
         return CLASSIFIERS[self.classifier].model_name
+
+    @property
+    def gpu_ids(self) -> tuple[int, ...]:
+        """The GPUs the repository serves on: ``gpus``, or every visible GPU (gpu_placement)."""
+        return gpus_in_use(parse_gpus(self.gpus) if self.gpus else ())
 
     @property
     def passes_gpu_tensors(self) -> bool:
@@ -141,15 +156,25 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     seed = spec.profile == "seed"
     config.input.add(name=PREPROCESS_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
     config.output.add(name=PREPROCESS_OUTPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
-    # A Python model with UINT8 input must run in a KIND_CPU instance group.
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.preprocess_instances)
+    if spec.device == "cuda" and not seed:
+        _cpu_groups_per_gpu(config, spec)
+    else:  # A Python model with UINT8 input must run in a KIND_CPU instance group.
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.preprocess_instances)
     if seed:
         return config
     _batch_and_guard_images(config, spec)
     _parameters(config, {"threads": spec.preprocess_threads})
     if spec.device == "cuda":
-        _parameters(config, {"dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
+        dtype = "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"
+        _parameters(config, {"dtype": dtype, "gpu_decoder": spec.gpu_decoder})
     return config
+
+
+def _cpu_groups_per_gpu(config: mc.ModelConfig, spec: RepositorySpec) -> None:
+    """A GPU model with UINT8 input: one KIND_CPU group per GPU, named for it (gpu_placement)."""
+    for gpu in spec.gpu_ids:
+        config.instance_group.add(name=group_name(gpu), kind=mc.ModelInstanceGroup.KIND_CPU,
+                                  count=spec.preprocess_instances)  # fmt: skip
 
 
 def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
@@ -162,7 +187,8 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
         _parameters(config, {"intra_op_threads": spec.classifier_threads, "max_run_batch": spec.classifier_run_batch})
     elif spec.classifier == "torch":
         config.backend = "python"
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
+        gpus = spec.gpu_ids
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances, gpus=gpus)
         seed = spec.profile == "seed"
         _parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
@@ -209,9 +235,9 @@ def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The fused profile: one Python model with the ensemble's name, input and output."""
     config = mc.ModelConfig(name=ENSEMBLE_NAME, backend="python", max_batch_size=spec.max_batch_size)
     _ensemble_io(config, ragged=True)
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.preprocess_instances)
+    _cpu_groups_per_gpu(config, spec)
     _batch_and_guard_images(config, spec)
-    _parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs})
+    _parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "gpu_decoder": spec.gpu_decoder})
     return config
 
 
@@ -287,6 +313,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
 def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path) -> None:
     marker = {"written_by": "resnet-serve", "profile": spec.profile, "classifier": classifier}
     marker.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
+    if spec.device == "cuda":
+        marker["gpus"] = list(spec.gpu_ids)  # serve gives each the CUDA memory pool
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
 

@@ -48,22 +48,28 @@ class GraphedClassifier:
 
     @torch.inference_mode()
     def _capture(self) -> None:
-        """Tune cuDNN and capture every bucket once (largest first, sharing one memory pool)."""
-        pool = None
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        for batch in sorted(self.buckets, reverse=True):
-            static_input = self._static_input(batch)
-            with torch.cuda.stream(stream):
-                for _ in range(3):  # warm-up: cuDNN picks its algorithms here, not on live traffic
-                    self.model(static_input)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                static_output = self.model(static_input)
-            pool = graph.pool()
-            self.graphs[batch] = (graph, static_input, static_output)
-        torch.cuda.synchronize(self.device)
+        """Tune cuDNN and capture every bucket once (largest first, sharing one memory pool).
+
+        Everything runs with ``self.device`` current and on streams of that device: ``torch.cuda.graph``
+        captures on a stream of the *current* device by default, so capturing a model on cuda:1 while
+        cuda:0 is current invalidates the capture (cudaErrorStreamCaptureInvalidated, seen on 2 GPUs).
+        """
+        with torch.cuda.device(self.device):
+            pool = None
+            warmup, capture = torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)
+            warmup.wait_stream(torch.cuda.current_stream(self.device))
+            for batch in sorted(self.buckets, reverse=True):
+                static_input = self._static_input(batch)
+                with torch.cuda.stream(warmup):
+                    for _ in range(3):  # warm-up: cuDNN picks its algorithms here, not on live traffic
+                        self.model(static_input)
+                torch.cuda.current_stream(self.device).wait_stream(warmup)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool, stream=capture):
+                    static_output = self.model(static_input)
+                pool = graph.pool()
+                self.graphs[batch] = (graph, static_input, static_output)
+            torch.cuda.synchronize(self.device)
 
     def bucket(self, batch: int) -> int:
         return next((b for b in self.buckets if b >= batch), self.buckets[-1])
@@ -73,6 +79,10 @@ class GraphedClassifier:
         inputs = inputs.to(self.device, non_blocking=True)
         if not self.graphs:
             return self.model(inputs.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
+        with torch.cuda.device(self.device):
+            return self._replay(inputs)
+
+    def _replay(self, inputs: torch.Tensor) -> torch.Tensor:
         outputs = []
         for start in range(0, len(inputs), self.buckets[-1]):
             chunk = inputs[start : start + self.buckets[-1]]

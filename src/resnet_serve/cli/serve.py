@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         log_verbose=args.log_verbose,
         cuda_memory_pool_bytes=pool_bytes,
+        cuda_memory_pool_gpus=read_marker(repository).get("gpus", [0]),
         model_control_key=args.model_control_key,
         extra_args=args.triton_args,
     )

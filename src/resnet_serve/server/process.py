@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from resnet_serve.gpu_placement import memory_pool_args
 from resnet_serve.server import procfs
 from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
 
@@ -44,6 +45,7 @@ class ServerSettings:
     metrics_port: int = 8002
     log_verbose: int = 0
     cuda_memory_pool_bytes: int = 0  # >0: room for GPU tensors passed between steps (else host copies)
+    cuda_memory_pool_gpus: Sequence[int] = (0,)  # each GPU that passes tensors between steps gets the pool
     model_control_key: str | None = None  # "HEADER=VALUE": load/unload allowed to requests carrying it
     extra_args: Sequence[str] = ()
 
@@ -69,7 +71,7 @@ class ServerSettings:
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
-            *([f"--cuda-memory-pool-byte-size=0:{self.cuda_memory_pool_bytes}"] if self.cuda_memory_pool_bytes else []),
+            *memory_pool_args(self.cuda_memory_pool_gpus, self.cuda_memory_pool_bytes),
             *self.extra_args,
         ]
 

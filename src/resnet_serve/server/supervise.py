@@ -6,24 +6,15 @@ process ... is not healthy", so ``serve`` watches the stubs (:class:`StubWatch`)
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from resnet_serve.gpu_placement import visible_gpu_count
 from resnet_serve.repository import read_config
 from resnet_serve.server import procfs
 from resnet_serve.server.process import TritonServer
-
-
-def visible_gpu_count(env: dict[str, str] | None = None) -> int:
-    """GPUs a CUDA process would see: $CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list (Linux)."""
-    visible = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
 
 
 def expected_stub_count(repository: Path, gpu_count: int | None = None) -> int:

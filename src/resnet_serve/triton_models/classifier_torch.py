@@ -20,11 +20,17 @@ class TritonPythonModel:
         self.classifier = instance_classifier(args)
 
     def execute(self, requests):
-        inputs = [from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack()) for r in requests]
+        inputs = [self._input(request) for request in requests]
         logits = self.classifier(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
         slices = request_slices([len(batch) for batch in inputs])
         return responses(pb_utils, self.output_name, logits, slices, as_tensor=_dlpack_tensor)
+
+    def _input(self, request):
+        """A request's batch, moved to this instance's GPU: with several GPUs the ensemble may hand this
+        instance the output of a preprocess instance on another GPU (Triton passes it where it is)."""
+        tensor = from_dlpack(pb_utils.get_input_tensor_by_name(request, self.input_name).to_dlpack())
+        return tensor.to(self.classifier.device)
 
 
 def _dlpack_tensor(name, tensor):

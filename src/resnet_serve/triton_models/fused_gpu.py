@@ -18,8 +18,10 @@ class TritonPythonModel:
     def initialize(self, args):
         (self.input_name,), (self.output_name,) = tensor_names(args)
         self.classifier = instance_classifier(args)
-        options = PreprocessOptions.from_parameters(config_parameters(args))
-        self.preprocess = GpuPreprocessor(self.classifier.device, self.classifier.dtype, options)
+        params = config_parameters(args)
+        options = PreprocessOptions.from_parameters(params)
+        decoder = params.get("gpu_decoder", "auto")
+        self.preprocess = GpuPreprocessor(self.classifier.device, self.classifier.dtype, options, decoder)
 
     def execute(self, requests):
         limit = self.preprocess.options.max_request_bytes

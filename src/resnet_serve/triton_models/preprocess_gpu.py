@@ -2,7 +2,7 @@
 
 A thin shell over :class:`resnet_serve.preprocess_gpu.GpuPreprocessor`: the images of every request
 in a dynamically batched execution decode together (nvJPEG), and each request's slice leaves by
-DLPack with no host copy. Its instance group is KIND_CPU (UINT8 input) while it computes on CUDA.
+DLPack with no host copy. Its instance groups are KIND_CPU (UINT8 input), one per GPU (gpu_placement).
 """
 
 import torch
@@ -20,7 +20,8 @@ class TritonPythonModel:
         params = config_parameters(args)
         (self.input_name,), (self.output_name,) = tensor_names(args)
         options = PreprocessOptions.from_parameters(params)
-        self.preprocess = GpuPreprocessor(cuda_device(args), torch_dtype_parameter(params), options)
+        decoder = params.get("gpu_decoder", "auto")
+        self.preprocess = GpuPreprocessor(cuda_device(args), torch_dtype_parameter(params), options, decoder)
 
     def execute(self, requests):
         limit = self.preprocess.options.max_request_bytes

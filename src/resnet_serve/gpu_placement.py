@@ -1,0 +1,65 @@
+"""Which GPU each model instance runs on, in one place (no torch: the repository writer uses it on CPU).
+
+A GPU repository serves on every GPU it is given (default: all visible), one preprocess+classifier
+pipeline per GPU. The classifier's instance group is KIND_GPU, so Triton places its instances and
+tells each its device id. The preprocess and fused models take UINT8 input and run in KIND_CPU
+groups (README), where Triton gives no GPU: they get one KIND_CPU group per GPU, named
+``gpu_<id>``, and each instance reads its GPU back from its own instance name (``gpu_<id>_<k>``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+GROUP_PREFIX = "gpu_"
+_INSTANCE_NAME = re.compile(rf"{GROUP_PREFIX}(\d+)_\d+")
+
+
+def visible_gpu_count(env: Mapping[str, str] | None = None) -> int:
+    """GPUs a CUDA process would see: $CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list (Linux)."""
+    visible = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def parse_gpus(text: str) -> tuple[int, ...]:
+    """``--gpus 0,1`` -> (0, 1): distinct device ids (numbers as CUDA counts the visible GPUs)."""
+    try:
+        gpus = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--gpus takes device numbers separated by commas, e.g. 0,1; got {text!r}") from None
+    if not gpus or min(gpus) < 0 or len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus takes distinct device numbers >= 0, e.g. 0,1; got {text!r}")
+    return gpus
+
+
+def gpus_in_use(gpus: Sequence[int] = ()) -> tuple[int, ...]:
+    """``gpus`` as given, or every visible GPU when empty (GPU 0 where none is visible, e.g. on CPU CI)."""
+    return tuple(gpus) or tuple(range(max(visible_gpu_count(), 1)))
+
+
+def group_name(gpu: int) -> str:
+    """The KIND_CPU instance group whose instances compute on ``gpu``."""
+    return f"{GROUP_PREFIX}{gpu}"
+
+
+def instance_gpu(args: Mapping[str, str]) -> int:
+    """The GPU of a Python-backend instance, from the ``args`` Triton passes to ``initialize``.
+
+    KIND_GPU: Triton's device id. KIND_CPU: the id in the instance name ``gpu_<id>_<k>`` (see
+    :func:`group_name`); 0 for an instance named otherwise.
+    """
+    if args.get("model_instance_kind") == "GPU":
+        return int(args["model_instance_device_id"])
+    match = _INSTANCE_NAME.fullmatch(args.get("model_instance_name", ""))
+    return int(match[1]) if match else 0
+
+
+def memory_pool_args(gpus: Sequence[int], pool_bytes: int) -> list[str]:
+    """tritonserver's CUDA memory pool flag for each GPU that passes tensors between steps."""
+    return [f"--cuda-memory-pool-byte-size={gpu}:{pool_bytes}" for gpu in gpus] if pool_bytes else []
