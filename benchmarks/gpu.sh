@@ -6,8 +6,11 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 pytest pluggy iniconfig packaging -d .whl/wheels
 # Then run there with carry [".whl"]:  bash benchmarks/gpu.sh   (results under $OUT)
 set -euo pipefail
-mkdir -p /tmp/triton && tar xzf .whl/triton.tgz -C /tmp/triton && . /tmp/triton/env.sh
+mkdir -p /tmp/triton && tar xf .whl/triton.t?z -C /tmp/triton && . /tmp/triton/env.sh  # .tgz, or .txz (xz: smaller)
 python3 -m pip install -q --no-index --no-deps .whl/wheels/*.whl 2>/dev/null || true
+# Optional nvImageCodec (the [gpu] extra) in .whl/gpu-wheels/: with triton.tgz it exceeds the 64 MiB a call
+# carries, so recompress triton.tgz to triton.txz first (benchmarks/results/gpu-multi-gpu.md).
+python3 -m pip install -q --no-index --no-deps .whl/gpu-wheels/*.whl 2>/dev/null || true
 # The Python-backend stub ignores PYTHONPATH: make resnet_serve importable through a .pth file.
 echo "$PWD/src" > "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/resnet_serve_src.pth"
 export RESNET_SERVE_TEST_DATA="$PWD/.whl/data"
