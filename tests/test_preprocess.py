@@ -88,7 +88,7 @@ def test_bad_bytes_are_clear_errors(data, message):
 
 def test_truncated_jpeg_is_an_error(images):
     data = images["mug_500x375.jpg"]
-    with pytest.raises(ImageError, match="decode failed"):
+    with pytest.raises(ImageError, match="truncated JPEG: no end-of-image marker"):
         preprocess_image(data[: len(data) // 2])
 
 
@@ -104,11 +104,12 @@ def test_requests_fail_alone_and_name_the_image(images):
     good, bad = images["mug_500x375.jpg"], b"garbage"
     requests = [pack_images([good]), pack_images([good, bad, good]), pack_images([bad]), np.zeros((1, 4), np.float32)]
     requests.append(pack_images([good] * 4))  # larger than the request limit
-    gathered = gather_images(requests, lambda tensor: tensor, "INPUT_0", max_request_bytes=3 * len(good))
+    limits = PreprocessOptions(max_request_bytes=3 * len(good))
+    gathered = gather_images(requests, lambda tensor: tensor, "INPUT_0", limits)
     batch, image_errors = preprocess_batch(gathered.images)
     errors = request_errors(gathered, image_errors)
     assert errors[0] is None and batch[gathered.slices[0]].shape == (1, 3, 224, 224)
-    assert errors[1] == "image 1: not a recognised image format"
+    assert errors[1].startswith("image 1: not a recognised image format")
     assert errors[2].startswith("image 0:")
     assert errors[3].startswith("INPUT_0: expected UINT8")
     assert errors[4] == f"INPUT_0: request of {4 * len(good)} bytes exceeds the limit of {3 * len(good)}"
@@ -132,7 +133,7 @@ HIGH = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)
     width=st.integers(1, 1200),
     height=st.integers(1, 1200),
     mode=st.sampled_from(["RGB", "L", "LA", "P", "RGBA", "CMYK", "I;16", "1"]),
-    fmt=st.sampled_from(["PNG", "JPEG", "JPEG progressive", "BMP", "WEBP", "GIF", "TIFF"]),
+    fmt=st.sampled_from(["PNG", "JPEG", "JPEG progressive", "BMP", "WEBP", "GIF"]),
     seed=st.integers(0, 2**16),
 )
 def test_any_size_mode_and_format_gives_a_valid_tensor(width, height, mode, fmt, seed):

@@ -34,12 +34,15 @@ def test_ensemble_keeps_the_seed_contract(tmp_path, fake_onnx):
     root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx))
     ensemble = read_config(root / ENSEMBLE_NAME / "config.pbtxt")
     assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 256
-    (inp,) = ensemble.input
-    assert (inp.name, inp.data_type, list(inp.dims)) == ("INPUT", mc.TYPE_UINT8, [-1])
+    inp, lengths = ensemble.input
+    assert (inp.name, inp.data_type, list(inp.dims), inp.optional) == ("INPUT", mc.TYPE_UINT8, [-1], False)
+    assert (lengths.name, lengths.data_type, list(lengths.dims)) == ("INPUT_LENGTHS", mc.TYPE_INT64, [1])
+    assert lengths.optional  # the seed's client sends INPUT alone
     (out,) = ensemble.output
     assert (out.name, out.data_type, list(out.dims)) == ("OUTPUT", mc.TYPE_FP32, [1000])
     first, second = ensemble.ensemble_scheduling.step
-    assert first.model_name == "preprocess" and dict(first.input_map) == {"INPUT_0": "INPUT"}
+    assert first.model_name == "preprocess"
+    assert dict(first.input_map) == {"INPUT_0": "INPUT", "INPUT_LENGTHS_0": "INPUT_LENGTHS"}
     assert second.model_name == "resnet50_ort" and dict(second.output_map) == {"output": "OUTPUT"}
     assert (root / ENSEMBLE_NAME / "1").is_dir()
 
@@ -123,7 +126,7 @@ def test_model_files_from_another_version_are_found_before_serving(tmp_path, fak
     root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx))
     assert stale_model_files(root) == []
     old = root / "preprocess" / "1" / "model.py"
-    old.write_text(old.read_text().replace("max_request_bytes", "max_bytes"))  # as an older release wrote it
+    old.write_text(old.read_text().replace("self.options", "self.limits"))  # as an older release wrote it
     assert stale_model_files(root) == ["preprocess/1/model.py"]
     with pytest.raises(RepositoryError, match="write it again with `resnet-serve repo"):
         require_current_models(root)  # `serve` checks this before it starts tritonserver

@@ -79,7 +79,7 @@ def test_bad_image_fails_its_request_and_the_server_keeps_serving(server, images
         with pytest.raises(InferenceServerException, match="image 0: not a recognised image format"):
             client.logits([b"definitely not a JPEG"])
         good = images["mug_500x375.jpg"]
-        with pytest.raises(InferenceServerException, match=r"image 1: .*decode failed"):
+        with pytest.raises(InferenceServerException, match=r"image 1: truncated JPEG"):
             client.logits([good, good[: len(good) // 3]])
         np.testing.assert_array_equal(client.logits([images["mug_500x375.jpg"]]), before)
 

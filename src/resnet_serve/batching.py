@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from resnet_serve.preprocess import ImageError, rows_to_bytes
+from resnet_serve.contract import ENSEMBLE_LENGTHS
+from resnet_serve.image_checks import check_pixels, decoded_pixels, inspect_image
+from resnet_serve.preprocess import ImageError, PreprocessOptions, rows_to_bytes
 
 
 @dataclass
@@ -22,36 +24,103 @@ class Gathered:
     images: list[bytes] = field(default_factory=list)
     slices: list[slice] = field(default_factory=list)
     bad_input: dict[int, str] = field(default_factory=dict)  # request index -> why its tensor was refused
+    screened: dict[int, ImageError] = field(default_factory=dict)  # image index -> refused before decoding
 
 
 def gather_images(
-    requests: Sequence, read_input: Callable[[object], np.ndarray], input_name: str, max_request_bytes: int
+    requests: Sequence,
+    read_input: Callable[[object], np.ndarray],
+    input_name: str,
+    options: PreprocessOptions,
+    read_lengths: Callable[[object], np.ndarray | None] | None = None,
+    lengths_name: str = ENSEMBLE_LENGTHS,
 ) -> Gathered:
     """Flatten the UINT8 [N, L] image tensors of ``requests`` (``read_input(request)`` returns one).
 
-    A request whose tensor is larger than ``max_request_bytes`` is refused whole, before any decoding.
+    ``read_lengths(request)`` returns the request's INT64 [N, 1] image lengths, or None when it sent
+    none (the seed's one-input contract): each row is then cut where its image's own structure ends,
+    and in multi-image rows trailing zeros never stand in for image data. Refused whole, before any
+    decoding: a tensor over ``options.max_request_bytes``, bad lengths, and a request whose images
+    declare more than ``options.max_request_pixels`` decoded pixels together.
     """
     gathered = Gathered()
     for index, request in enumerate(requests):
         try:
-            tensor = read_input(request)
-            if tensor.nbytes > max_request_bytes:
-                raise ImageError(f"request of {tensor.nbytes} bytes exceeds the limit of {max_request_bytes}")
-            rows = rows_to_bytes(tensor)
+            rows, sent_lengths = _request_rows(
+                request, read_input, input_name, read_lengths, lengths_name, options.max_request_bytes
+            )
         except ImageError as exc:
-            rows = []
-            gathered.bad_input[index] = f"{input_name}: {exc}"
+            rows, sent_lengths = [], False
+            gathered.bad_input[index] = str(exc)
         start = len(gathered.images)
+        padded = not sent_lengths and len(rows) > 1
+        rows, pixels = _screen(rows, start, gathered.screened, options, may_be_padded=padded)
+        if pixels > options.max_request_pixels:
+            rows = []
+            gathered.bad_input[index] = (
+                f"{input_name}: request of {pixels} decoded pixels exceeds the limit of {options.max_request_pixels}"
+            )
         gathered.images.extend(rows)
         gathered.slices.append(slice(start, start + len(rows)))
     return gathered
+
+
+def _request_rows(request, read_input, input_name, read_lengths, lengths_name, max_bytes) -> tuple[list[bytes], bool]:
+    """One request's images (cut to their lengths when it sent them: padding is never copied) and
+    whether it sent lengths. The ImageError raised names the input at fault."""
+    tensor = read_input(request)
+    if tensor.nbytes > max_bytes:
+        raise ImageError(f"{input_name}: request of {tensor.nbytes} bytes exceeds the limit of {max_bytes}")
+    lengths = read_lengths(request) if read_lengths else None
+    try:
+        cut = None if lengths is None else checked_lengths(lengths, tensor.shape)
+    except ImageError as exc:
+        raise ImageError(f"{lengths_name}: {exc}") from None
+    try:
+        return rows_to_bytes(tensor, cut), lengths is not None
+    except ImageError as exc:
+        raise ImageError(f"{input_name}: {exc}") from None
+
+
+def checked_lengths(lengths: np.ndarray, shape: Sequence[int]) -> list[int]:
+    """The image lengths (INT64 [N, 1] or [N]) of a [N, L] image tensor, each from 1 to L."""
+    rows, width = (1, shape[0]) if len(shape) == 1 else (shape[0], shape[-1])
+    if lengths.dtype.kind not in "iu":
+        raise ImageError(f"expected integer lengths, got {lengths.dtype}")
+    if lengths.ndim not in (1, 2) or lengths.size != rows or lengths.shape[0] != rows:
+        raise ImageError(f"expected {rows} lengths, shape [{rows}, 1], got shape {list(lengths.shape)}")
+    flat = lengths.reshape(-1).tolist()
+    for image, length in enumerate(flat):
+        if not 0 < length <= width:
+            raise ImageError(f"length of image {image} must be 1 to {width} (the row's bytes), got {length}")
+    return flat
+
+
+def _screen(
+    rows: list[bytes], start: int, screened: dict[int, ImageError], options: PreprocessOptions, may_be_padded: bool
+) -> tuple[list[bytes], int]:
+    """Check each row's structure; cut it to the image's end. Returns the rows (refused ones empty,
+    their errors in ``screened`` by image index) and the decoded pixels the others declare."""
+    kept, pixels = [], 0
+    for offset, row in enumerate(rows):
+        try:
+            info = inspect_image(row, may_be_padded=may_be_padded)
+            check_pixels(info, options.max_pixels)
+        except ImageError as exc:
+            screened[start + offset] = exc
+            kept.append(b"")
+            continue
+        kept.append(row[: info.end])
+        pixels += decoded_pixels(info, options.resize, options.jpeg_draft)
+    return kept, pixels
 
 
 def request_errors(gathered: Gathered, image_errors: Sequence[ImageError | None]) -> list[str | None]:
     """Per request: None when all its images worked, else a message naming each bad image."""
     messages: list[str | None] = []
     for index, where in enumerate(gathered.slices):
-        failed = [f"image {i}: {error}" for i, error in enumerate(image_errors[where]) if error is not None]
+        errors = [gathered.screened.get(i) or image_errors[i] for i in range(where.start, where.stop)]
+        failed = [f"image {i}: {error}" for i, error in enumerate(errors) if error is not None]
         messages.append(gathered.bad_input.get(index) or "; ".join(failed) or None)
     return messages
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from resnet_serve.client import Connection, pack_images
-from resnet_serve.contract import ENSEMBLE_INPUT, ENSEMBLE_NAME, ENSEMBLE_OUTPUT
+from resnet_serve.client import Connection, request_inputs
+from resnet_serve.contract import ENSEMBLE_NAME, ENSEMBLE_OUTPUT
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.progress import say
 
@@ -127,10 +127,8 @@ class LoadGenerator:
         self.connection = connection or Connection()
         self.inputs = []
         for start in range(len(images)):
-            batch = pack_images([images[(start + k) % len(images)] for k in range(images_per_request)])
-            request_input = triton.InferInput(ENSEMBLE_INPUT, list(batch.shape), "UINT8")
-            request_input.set_data_from_numpy(batch)
-            self.inputs.append(request_input)
+            chosen = [images[(start + k) % len(images)] for k in range(images_per_request)]
+            self.inputs.append(request_inputs(triton, chosen))
 
     def _new_client(self):
         return self.triton.InferenceServerClient(self.url, **self.connection.client_options(self.protocol))
@@ -154,8 +152,8 @@ class LoadGenerator:
         index = worker
         while (start := time.time()) < stop_at:
             try:
-                request = self.inputs[index % len(self.inputs)]
-                await client.infer(self.model, [request], outputs=outputs, headers=self.connection.headers or None)
+                inputs = self.inputs[index % len(self.inputs)]
+                await client.infer(self.model, inputs, outputs=outputs, headers=self.connection.headers or None)
                 if start >= warm_until:
                     latencies.append((time.time() - start) * 1000)
             except Exception as exc:  # every failed request is counted, the first one reported

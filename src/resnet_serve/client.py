@@ -1,7 +1,7 @@
 """Classify images over gRPC or HTTP with tritonclient.
 
 Several images of different sizes travel in ONE request: UINT8 [N, L], each image zero-padded to
-the longest (JPEG, PNG and the other formats' decoders stop at their own end).
+the longest, with INT64 [N, 1] true lengths (INPUT_LENGTHS) so that the server never reads padding.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, ENSEMBLE_INPUT, ENSEMBLE_NAME, ENSEMBLE_OUTPUT, labels
+from resnet_serve.contract import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    ENSEMBLE_INPUT,
+    ENSEMBLE_LENGTHS,
+    ENSEMBLE_NAME,
+    ENSEMBLE_OUTPUT,
+    labels,
+)
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -74,6 +81,21 @@ def pack_images(images: Sequence[bytes]) -> np.ndarray:
     return batch
 
 
+def image_lengths(images: Sequence[bytes]) -> np.ndarray:
+    """INT64 [N, 1]: the true length of each image, sent beside :func:`pack_images`'s rows."""
+    return np.array([[len(image)] for image in images], dtype=np.int64)
+
+
+def request_inputs(triton, images: Sequence[bytes]) -> list:
+    """The ensemble's inputs for ``images`` (``triton``: tritonclient.grpc/http, sync or aio)."""
+    batch, lengths = pack_images(images), image_lengths(images)
+    image_input = triton.InferInput(ENSEMBLE_INPUT, list(batch.shape), "UINT8")
+    image_input.set_data_from_numpy(batch)
+    lengths_input = triton.InferInput(ENSEMBLE_LENGTHS, list(lengths.shape), "INT64")
+    lengths_input.set_data_from_numpy(lengths)
+    return [image_input, lengths_input]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
@@ -118,13 +140,11 @@ class TritonClassifier:
 
     def logits(self, images: Sequence[bytes]) -> np.ndarray:
         """FP32 [N, 1000] logits for N encoded images, sent as one request."""
-        batch = pack_images(images)
-        request_input = self._triton.InferInput(ENSEMBLE_INPUT, list(batch.shape), "UINT8")
-        request_input.set_data_from_numpy(batch)
         output = self._triton.InferRequestedOutput(ENSEMBLE_OUTPUT)
         extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         headers = self.connection.headers or None
-        result = self._client.infer(self.model, [request_input], outputs=[output], headers=headers, **extra)
+        inputs = request_inputs(self._triton, images)
+        result = self._client.infer(self.model, inputs, outputs=[output], headers=headers, **extra)
         return result.as_numpy(ENSEMBLE_OUTPUT)
 
     def classify(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction]], float]:
@@ -143,7 +163,7 @@ class TritonClassifier:
         self.close()
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}  # image_checks.ALLOWED_FORMATS
 
 
 def image_paths(paths: Sequence[Path | str]) -> list[Path]:

@@ -14,6 +14,9 @@ from importlib import resources
 # The ensemble, as the seed's client calls it.
 ENSEMBLE_NAME = "ensemble_python_resnet50"
 ENSEMBLE_INPUT = "INPUT"  # UINT8 [N, L]: encoded images, one per row
+# Optional INT64 [N, 1]: each row's image length, so that zero padding is never decoded. Without it (the
+# seed's client) a row ends where its image's own structure ends (resnet_serve.image_checks).
+ENSEMBLE_LENGTHS = "INPUT_LENGTHS"
 ENSEMBLE_OUTPUT = "OUTPUT"  # FP32 [N, NUM_CLASSES] logits
 MAX_BATCH_SIZE = 256
 # The default limit on one request's INPUT tensor; our gRPC clients' send cap follows it.
@@ -22,6 +25,7 @@ DEFAULT_MAX_REQUEST_BYTES = 256 << 20
 # Step 1: the preprocess model.
 PREPROCESS_NAME = "preprocess"
 PREPROCESS_INPUT = "INPUT_0"
+PREPROCESS_LENGTHS = "INPUT_LENGTHS_0"
 PREPROCESS_OUTPUT = "OUTPUT_0"
 PREPROCESSED_TENSOR = "preprocessed_image"  # the ensemble's name for the tensor between the steps
 

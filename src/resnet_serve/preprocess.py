@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
-from resnet_serve.errors import ResnetServeError
+from resnet_serve.image_checks import ImageError, check_pixels, inspect_image
 from resnet_serve.options import from_parameters, option, to_parameters
 
 EXIF_ORIENTATION = 0x0112
@@ -25,10 +25,6 @@ EXIF_ORIENTATION = 0x0112
 # ToTensor (x / 255) and Normalize ((x - mean) / std) fused into one multiply-add per channel.
 _SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
 _BIAS = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD)).astype(np.float32)
-
-
-class ImageError(ResnetServeError, ValueError):
-    """An input image that cannot be preprocessed; the message says why."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +41,12 @@ class PreprocessOptions:
     max_request_bytes: int = option(
         DEFAULT_MAX_REQUEST_BYTES, "largest request tensor (all its images) accepted, in bytes; refused before decoding"
     )
-    max_pixels: int = option(100_000_000, "largest decoded image (width*height), checked from its header")
+    max_pixels: int = option(100_000_000, "largest image (width*height of any frame), checked from its headers")
+    # Decoded pixels (JPEGs at their draft size): a full batch of 256 photos of 12 Mpx fits; 8 lossless
+    # WebPs of 34 bytes declaring 10000x10000 (7.2 s and 3.1 GB to decode, issue 14) do not.
+    max_request_pixels: int = option(
+        256_000_000, "most decoded pixels in one request, all its images together; refused before decoding"
+    )
     exif_transpose: bool = option(
         True, "ignore EXIF orientation (torchvision's behaviour); default rotates as phones expect"
     )
@@ -62,19 +63,22 @@ class PreprocessOptions:
 
 
 def open_checked(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
-    """Open (header only, no pixels decoded) and enforce the byte and pixel limits."""
+    """Check the bytes (image_checks: format, completeness, every frame's size), then open the
+    header with the one Pillow plugin of that format; no pixel is decoded."""
     if not data:
         raise ImageError("empty image")
     if len(data) > options.max_image_bytes:
         raise ImageError(f"{len(data)} bytes exceeds the limit of {options.max_image_bytes}")
+    info = inspect_image(data)
+    check_pixels(info, options.max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data[: info.end]), formats=[info.format])
     except Image.DecompressionBombError as exc:
         raise ImageError(f"decompression bomb refused: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageError("not a recognised image format") from None
+        raise ImageError(f"not a decodable {info.format} image") from None
     except Exception as exc:  # Pillow raises many types for unreadable data
         raise ImageError(f"not a decodable image ({exc})") from None
     width, height = image.size
@@ -86,8 +90,13 @@ def open_checked(data: bytes, options: PreprocessOptions = PreprocessOptions()) 
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1 to 8; 1 means upright)."""
-    return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    """The EXIF orientation tag (1 to 8; 1 means upright). A value that is not an integer from 1 to
+    8 (e.g. text, as some writers store it) or unreadable EXIF counts as upright."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # malformed EXIF: Pillow raises many types
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
@@ -97,7 +106,8 @@ def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) ->
         if options.jpeg_draft and image.format == "JPEG":
             _draft_for_resize(image, options.resize)
         image.load()
-        if options.exif_transpose and exif_orientation(image) != 1:
+        orientation = exif_orientation(image) if options.exif_transpose else 1
+        if orientation != 1:
             image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
     except ImageError:
@@ -177,16 +187,18 @@ def preprocess_image(
     return normalize_into(resize_and_crop(decode_rgb(data, options), options.resize, options.crop), out)
 
 
-def rows_to_bytes(batch: np.ndarray) -> list[bytes]:
-    """Split a UINT8 [N, L] request tensor into N encoded images (zero padding kept: decoders stop
-    at their end marker)."""
+def rows_to_bytes(batch: np.ndarray, lengths: Sequence[int] | None = None) -> list[bytes]:
+    """Split a UINT8 [N, L] request tensor into N encoded images, each cut to ``lengths`` when given
+    (only the image bytes are copied), else whole rows (zero padding kept)."""
     if batch.dtype != np.uint8:
         raise ImageError(f"expected UINT8 image bytes, got {batch.dtype}")
     if batch.ndim == 1:
         batch = batch[None, :]
     if batch.ndim != 2:
         raise ImageError(f"expected a [batch, bytes] tensor, got shape {list(batch.shape)}")
-    return [row.tobytes() for row in batch]
+    if lengths is None:
+        return [row.tobytes() for row in batch]
+    return [row[:length].tobytes() for row, length in zip(batch, lengths, strict=True)]
 
 
 def preprocess_batch(

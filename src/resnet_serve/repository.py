@@ -21,12 +21,14 @@ from resnet_serve.contract import (
     CLASSIFIER_INPUT,
     CLASSIFIER_OUTPUT,
     ENSEMBLE_INPUT,
+    ENSEMBLE_LENGTHS,
     ENSEMBLE_NAME,
     ENSEMBLE_OUTPUT,
     LABELS_FILE,
     MAX_BATCH_SIZE,
     NUM_CLASSES,
     PREPROCESS_INPUT,
+    PREPROCESS_LENGTHS,
     PREPROCESS_NAME,
     PREPROCESS_OUTPUT,
     PREPROCESSED_TENSOR,
@@ -155,6 +157,7 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
     seed = spec.profile == "seed"
     config.input.add(name=PREPROCESS_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
+    config.input.add(name=PREPROCESS_LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True)
     config.output.add(name=PREPROCESS_OUTPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
     if spec.device == "cuda" and not seed:
         _cpu_groups_per_gpu(config, spec)
@@ -208,6 +211,7 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
 
 def _ensemble_io(config: mc.ModelConfig, *, ragged: bool = False) -> None:
     config.input.add(name=ENSEMBLE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=ragged)
+    config.input.add(name=ENSEMBLE_LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True)
     config.output.add(name=ENSEMBLE_OUTPUT, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
 
 
@@ -219,7 +223,7 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     steps.add(
         model_name=PREPROCESS_NAME,
         model_version=-1,
-        input_map={PREPROCESS_INPUT: ENSEMBLE_INPUT},
+        input_map={PREPROCESS_INPUT: ENSEMBLE_INPUT, PREPROCESS_LENGTHS: ENSEMBLE_LENGTHS},
         output_map={PREPROCESS_OUTPUT: PREPROCESSED_TENSOR},
     )
     steps.add(

@@ -16,7 +16,7 @@ from resnet_serve.torch_classifier import instance_classifier
 
 class TritonPythonModel:
     def initialize(self, args):
-        (self.input_name,), (self.output_name,) = tensor_names(args)
+        (self.input_name, self.lengths_name), (self.output_name,) = tensor_names(args)
         self.classifier = instance_classifier(args)
         params = config_parameters(args)
         options = PreprocessOptions.from_parameters(params)
@@ -24,8 +24,10 @@ class TritonPythonModel:
         self.preprocess = GpuPreprocessor(self.classifier.device, self.classifier.dtype, options, decoder)
 
     def execute(self, requests):
-        limit = self.preprocess.options.max_request_bytes
-        gathered = gather_images(requests, self._image_tensor, self.input_name, limit)
+        options = self.preprocess.options
+        gathered = gather_images(
+            requests, self._image_tensor, self.input_name, options, self._lengths, self.lengths_name
+        )
         batch, image_errors = self.preprocess(gathered.images)
         logits = self.classifier(batch).cpu().numpy() if gathered.images else None
         errors = request_errors(gathered, image_errors)
@@ -33,3 +35,8 @@ class TritonPythonModel:
 
     def _image_tensor(self, request):
         return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+
+    def _lengths(self, request):
+        """The optional INT64 [N, 1] image lengths; None from a client of the seed's one-input contract."""
+        tensor = pb_utils.get_input_tensor_by_name(request, self.lengths_name)
+        return None if tensor is None else tensor.as_numpy()

@@ -17,18 +17,25 @@ from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        (self.input_name,), (self.output_name,) = tensor_names(args)
+        (self.input_name, self.lengths_name), (self.output_name,) = tensor_names(args)
         self.options = PreprocessOptions.from_parameters(params)
         threads = int_parameter(params, "threads", 0) or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
 
     def execute(self, requests):
-        gathered = gather_images(requests, self._image_tensor, self.input_name, self.options.max_request_bytes)
+        gathered = gather_images(
+            requests, self._image_tensor, self.input_name, self.options, self._lengths, self.lengths_name
+        )
         batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool)
         return responses(pb_utils, self.output_name, batch, gathered.slices, request_errors(gathered, image_errors))
 
     def _image_tensor(self, request):
         return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+
+    def _lengths(self, request):
+        """The optional INT64 [N, 1] image lengths; None from a client of the seed's one-input contract."""
+        tensor = pb_utils.get_input_tensor_by_name(request, self.lengths_name)
+        return None if tensor is None else tensor.as_numpy()
 
     def finalize(self):
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -18,14 +18,16 @@ from resnet_serve.preprocess_gpu import GpuPreprocessor
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        (self.input_name,), (self.output_name,) = tensor_names(args)
+        (self.input_name, self.lengths_name), (self.output_name,) = tensor_names(args)
         options = PreprocessOptions.from_parameters(params)
         decoder = params.get("gpu_decoder", "auto")
         self.preprocess = GpuPreprocessor(cuda_device(args), torch_dtype_parameter(params), options, decoder)
 
     def execute(self, requests):
-        limit = self.preprocess.options.max_request_bytes
-        gathered = gather_images(requests, self._image_tensor, self.input_name, limit)
+        options = self.preprocess.options
+        gathered = gather_images(
+            requests, self._image_tensor, self.input_name, options, self._lengths, self.lengths_name
+        )
         batch, image_errors = self.preprocess(gathered.images)
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
         errors = request_errors(gathered, image_errors)
@@ -33,6 +35,11 @@ class TritonPythonModel:
 
     def _image_tensor(self, request):
         return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+
+    def _lengths(self, request):
+        """The optional INT64 [N, 1] image lengths; None from a client of the seed's one-input contract."""
+        tensor = pb_utils.get_input_tensor_by_name(request, self.lengths_name)
+        return None if tensor is None else tensor.as_numpy()
 
 
 def _dlpack_tensor(name, tensor):

@@ -18,7 +18,7 @@ from resnet_serve.model_params import tensor_names
 
 class TritonPythonModel:
     def initialize(self, args):
-        (self.input_name,), (self.output_name,) = tensor_names(args)
+        (self.input_name, _lengths), (self.output_name,) = tensor_names(args)  # the seed reads one image
 
     def execute(self, requests):
         responses = []

@@ -1,0 +1,390 @@
+"""Untrusted image bytes checked before any pixel is decoded: format, completeness, declared sizes.
+
+Pure functions over bytes (no Pillow, no numpy), shared by the CPU and GPU decoders so that both
+refuse the same inputs with the same words. For each allowed format the bytes are walked by the
+format's own structure:
+
+- JPEG: SOI, well-formed marker segments, entropy-coded data up to EOI (every frame header counted);
+- PNG: every chunk complete with a matching CRC, up to IEND (IHDR and every APNG frame counted);
+- GIF: every block complete, up to the trailer (the screen and every frame counted);
+- WebP: the RIFF size, every chunk inside it (the canvas, every frame and bitstream header counted);
+- BMP: the pixel data its header declares (no end marker: see ``may_be_padded``).
+
+Anything after the end (an encoder's trailer, zero padding of a multi-image row) is ignored; a file
+that stops before its end is refused, so a cut-off upload is never classified. The header sizes of
+every frame and embedded bitstream count against the pixel limit, so a container whose outer header
+is small cannot smuggle a large image. Other formats (TIFF, ICO, PSD, EPS ...) are refused: their
+headers do not bound what decoding costs (ICO embeds PNGs of any size; TIFF's strips, tiles and
+pages lie anywhere in the file), and JPEG/PNG/WebP/GIF/BMP are what web uploads and ImageNet use.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+
+from resnet_serve.errors import ResnetServeError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # Pillow's names for the plugins we let open images
+
+
+class ImageError(ResnetServeError, ValueError):
+    """An input image that cannot be preprocessed; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the bytes declare, read from headers only."""
+
+    format: str  # one of ALLOWED_FORMATS
+    end: int  # bytes the image occupies; what follows is not part of it
+    frames: tuple[tuple[int, int], ...]  # (width, height) of every frame, canvas and embedded bitstream
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the first frame header: the image decoded."""
+        return self.frames[0]
+
+    @property
+    def largest_pixels(self) -> int:
+        return max(width * height for width, height in self.frames)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format whose signature ``data`` starts with, else None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith(b"BM"):
+        return "BMP"
+    return None
+
+
+def inspect_image(data: bytes, may_be_padded: bool = False) -> ImageInfo:
+    """Walk ``data``'s structure; refuse an unknown format, a truncated or malformed file.
+
+    ``may_be_padded``: the bytes are a row of a multi-image request sent without its length, so
+    trailing zeros may be padding. Formats that end with a marker (JPEG, PNG, GIF) are unaffected;
+    for BMP and WebP, whose end is only a declared size, an image whose declared bytes reach into
+    the trailing zeros is refused (those zeros may be padding that stands in for a cut-off end).
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError(f"not a recognised image format (allowed: {', '.join(ALLOWED_FORMATS)})")
+    try:
+        info = _WALKERS[fmt](data)
+    except struct.error:  # a field read past the end that no explicit check caught
+        raise ImageError(f"truncated {fmt}: a header runs past the end ({len(data)} bytes)") from None
+    if not info.frames or min(min(frame) for frame in info.frames) < 1:
+        raise ImageError(f"invalid {fmt} image size {_sizes(info.frames)}")
+    if may_be_padded and fmt in ("BMP", "WEBP"):
+        _refuse_padding_inside(data, info)
+    return info
+
+
+def check_pixels(info: ImageInfo, max_pixels: int) -> None:
+    """Refuse an image any of whose frames or embedded images declares more than ``max_pixels``."""
+    for width, height in info.frames:
+        if width * height > max_pixels:
+            raise ImageError(f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+
+
+def decoded_pixels(info: ImageInfo, resize: int, jpeg_draft: bool) -> int:
+    """Pixels the decoder allocates for this image: the largest frame, or for a JPEG decoded in
+    draft mode the size libjpeg scales it to (preprocess asks for twice ``resize``; Pillow picks
+    1/8, 1/4, 1/2 or 1 as its JpegImageFile.draft does)."""
+    width, height = info.size
+    scale = 2 * resize / min(width, height)
+    if not (jpeg_draft and info.format == "JPEG") or scale >= 1.0:
+        return info.largest_pixels
+    wanted = min(width // max(1, round(width * scale)), height // max(1, round(height * scale)))
+    factor = next(f for f in (8, 4, 2, 1) if wanted >= f)
+    return _ceil(width, factor) * _ceil(height, factor)
+
+
+def _sizes(frames) -> str:
+    return ", ".join(f"{width}x{height}" for width, height in frames) or "none"
+
+
+def _need(data: bytes, end: int, fmt: str, what: str) -> None:
+    if end > len(data):
+        raise ImageError(f"truncated {fmt}: {what} needs {end} bytes, got {len(data)}")
+
+
+def _refuse_padding_inside(data: bytes, info: ImageInfo) -> None:
+    """Refuse when the declared end lies past the last non-zero byte (allowing WebP's one pad byte)."""
+    last = len(data[: info.end].rstrip(b"\x00"))
+    slack = 1 if info.format == "WEBP" else 0
+    if info.end - last > slack:
+        raise ImageError(
+            f"{info.format} of {info.end} declared bytes ends in {info.end - last} zero bytes that may be padding; "
+            "send INPUT_LENGTHS with multi-image requests"
+        )
+
+
+# --- JPEG ---------------------------------------------------------------------------------------
+
+# Frame headers (SOF0-3, 5-7, 9-11, 13-15): they carry the image size.
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))  # TEM, RST0-7: no length field
+# In entropy-coded data 0xFF is followed by 0x00 (a stuffed byte), RST0-7 or 0xFF (fill); anything
+# else is the next marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+# Arithmetic-coded frames (SOF9-11, 13-15) can spend under one bit per block: no lower bound for them.
+_JPEG_ARITHMETIC = frozenset((0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def _jpeg_blocks(data: bytes, sof: int) -> int:
+    """8x8 blocks the frame header at ``sof`` (its length field) declares, over all components."""
+    height, width, count = struct.unpack_from(">HHB", data, sof + 3)
+    factors = [(data[sof + 9 + 3 * i] >> 4, data[sof + 9 + 3 * i] & 0x0F) for i in range(count)]
+    if not factors or min(min(f) for f in factors) < 1:
+        raise ImageError("corrupt JPEG: frame header without valid components")
+    h_max, v_max = max(f[0] for f in factors), max(f[1] for f in factors)
+    return sum(_ceil(_ceil(width * h, h_max), 8) * _ceil(_ceil(height * v, v_max), 8) for h, v in factors)
+
+
+def _ceil(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _check_jpeg_scan_size(data: bytes, sof: int, marker: int, scan_bytes: int) -> None:
+    """Every 8x8 block costs at least one bit of Huffman-coded data (its DC difference), so scan data
+    shorter than blocks / 8 bytes cannot hold the declared size: the decoder would invent the rest."""
+    if marker in _JPEG_ARITHMETIC:
+        return
+    blocks = _jpeg_blocks(data, sof)
+    if scan_bytes * 8 < blocks:
+        raise ImageError(
+            f"truncated JPEG: {scan_bytes} bytes of scan data cannot hold the {blocks} blocks its size declares"
+        )
+
+
+def _walk_jpeg(data: bytes) -> ImageInfo:
+    frames: list[tuple[int, int]] = []
+    sof = sof_marker = scan_bytes = 0
+    pos, size = 2, len(data)
+    while True:
+        if pos >= size:
+            raise ImageError(f"truncated JPEG: no end-of-image marker (EOI) in {size} bytes")
+        if data[pos] != 0xFF:
+            raise ImageError(f"corrupt JPEG: expected a marker at byte {pos}, got 0x{data[pos]:02x}")
+        while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
+            pos += 1
+        if pos >= size:
+            continue
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            if not frames:
+                raise ImageError("corrupt JPEG: no frame header before the end-of-image marker")
+            _check_jpeg_scan_size(data, sof, sof_marker, scan_bytes)
+            return ImageInfo("JPEG", pos, tuple(frames))
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0x00, 0xD8):
+            raise ImageError(f"corrupt JPEG: unexpected marker 0xff{marker:02x} at byte {pos - 2}")
+        _need(data, pos + 2, "JPEG", f"segment 0xff{marker:02x} at byte {pos - 2}")
+        (length,) = struct.unpack_from(">H", data, pos)
+        if length < 2:
+            raise ImageError(f"corrupt JPEG: segment 0xff{marker:02x} at byte {pos - 2} has length {length}")
+        _need(data, pos + length, "JPEG", f"segment 0xff{marker:02x} at byte {pos - 2}")
+        if marker in _JPEG_SOF:
+            if length < 8:
+                raise ImageError(f"corrupt JPEG: frame header at byte {pos - 2} has length {length}")
+            height, width, count = struct.unpack_from(">HHB", data, pos + 3)
+            if length < 8 + 3 * count:
+                raise ImageError(f"corrupt JPEG: frame header at byte {pos - 2} too short for {count} components")
+            if not frames:
+                sof, sof_marker = pos, marker
+            frames.append((width, height))
+        pos += length
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
+            if not frames:
+                raise ImageError(f"corrupt JPEG: scan at byte {pos - length - 2} before any frame header")
+            found = _JPEG_NEXT_MARKER.search(data, pos)
+            if found is None:
+                raise ImageError(f"truncated JPEG: no end-of-image marker (EOI) in {size} bytes")
+            scan_bytes += found.start() - pos
+            pos = found.start()
+
+
+# --- PNG ----------------------------------------------------------------------------------------
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+DEFLATE_MAX_RATIO = 1032  # deflate's best case: 258 bytes per (at least) 2 bits
+
+
+def _check_png_data_size(data: bytes, idat_bytes: int) -> None:
+    """Image data too short to inflate to the declared rows even at deflate's best ratio: the
+    decoder would invent the rest (Pillow fills missing rows when the stream ends early)."""
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
+    raw = height * (1 + _ceil(width * _PNG_CHANNELS.get(colour, 1) * depth, 8))
+    if idat_bytes * DEFLATE_MAX_RATIO < raw:
+        raise ImageError(
+            f"truncated PNG: {idat_bytes} bytes of image data cannot inflate to the {raw} bytes its size declares"
+        )
+
+
+def _walk_png(data: bytes) -> ImageInfo:
+    frames: list[tuple[int, int]] = []
+    view = memoryview(data)
+    idat_bytes, pos = 0, 8
+    while True:
+        _need(data, pos + 8, "PNG", f"chunk header at byte {pos}")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        name = kind.decode("latin-1")
+        if length > 0x7FFFFFFF:
+            raise ImageError(f"corrupt PNG: chunk {name!r} at byte {pos} declares {length} bytes")
+        end = pos + 12 + length
+        _need(data, end, "PNG", f"chunk {name!r} at byte {pos}")
+        if pos == 8 and kind != b"IHDR":
+            raise ImageError(f"corrupt PNG: first chunk is {name!r}, not 'IHDR'")
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(view[pos + 4 : end - 4]) != crc:
+            raise ImageError(f"corrupt PNG: CRC mismatch in chunk {name!r} at byte {pos}")
+        if kind == b"IHDR" and length >= 8:
+            width, height = struct.unpack_from(">II", data, pos + 8)
+            frames.append((width, height))
+        elif kind == b"fcTL" and length >= 12:  # an APNG frame
+            width, height = struct.unpack_from(">II", data, pos + 12)
+            frames.append((width, height))
+        elif kind == b"IDAT":
+            idat_bytes += length
+        elif kind == b"IEND":
+            if frames:
+                _check_png_data_size(data, idat_bytes)
+            return ImageInfo("PNG", end, tuple(frames))
+        pos = end
+
+
+# --- GIF ----------------------------------------------------------------------------------------
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    """Position after a chain of data sub-blocks (size byte + data) ending with a zero size."""
+    size = len(data)
+    while True:
+        if pos >= size:
+            raise ImageError(f"truncated GIF: data block at byte {pos} runs past the end ({size} bytes)")
+        block = data[pos]
+        pos += 1 + block
+        if block == 0:
+            return pos
+
+
+def _color_table_bytes(flags: int) -> int:
+    return 3 << ((flags & 0x07) + 1) if flags & 0x80 else 0
+
+
+def _walk_gif(data: bytes) -> ImageInfo:
+    _need(data, 13, "GIF", "the screen descriptor")
+    screen_width, screen_height, flags = struct.unpack_from("<HHB", data, 6)
+    frames = [(screen_width, screen_height)]
+    pos = 13 + _color_table_bytes(flags)
+    while True:
+        if pos >= len(data):
+            raise ImageError(f"truncated GIF: no trailer in {len(data)} bytes")
+        block = data[pos]
+        if block == 0x3B:
+            if len(frames) == 1:
+                raise ImageError("corrupt GIF: no image before the trailer")
+            return ImageInfo("GIF", pos + 1, tuple(frames))
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos = _skip_sub_blocks(data, pos + 2)
+        elif block == 0x2C:  # image descriptor: left, top, width, height, flags
+            _need(data, pos + 10, "GIF", f"image descriptor at byte {pos}")
+            width, height, flags = struct.unpack_from("<HHB", data, pos + 5)
+            frames.append((width, height))
+            pos = _skip_sub_blocks(data, pos + 10 + _color_table_bytes(flags) + 1)  # +1: LZW code size
+        else:
+            raise ImageError(f"corrupt GIF: unexpected block 0x{block:02x} at byte {pos}")
+
+
+# --- WebP ---------------------------------------------------------------------------------------
+
+
+def _webp_chunks(data: bytes, pos: int, end: int, frames: list[tuple[int, int]]) -> None:
+    """Walk the chunks in data[pos:end], recording the size each declares."""
+    while pos < end:
+        if pos + 8 > end:
+            raise ImageError(f"truncated WEBP: chunk header at byte {pos} needs {pos + 8} bytes, got {end}")
+        kind, length = struct.unpack_from("<4sI", data, pos)
+        body, chunk_end = pos + 8, pos + 8 + length + (length & 1)
+        name = kind.decode("latin-1")
+        if body + length > end:
+            raise ImageError(f"truncated WEBP: chunk {name!r} at byte {pos} needs {body + length} bytes, got {end}")
+        if kind == b"VP8X" and length >= 10:
+            frames.append((1 + _le24(data, body + 4), 1 + _le24(data, body + 7)))
+        elif kind == b"ANMF" and length >= 16:
+            frames.append((1 + _le24(data, body + 6), 1 + _le24(data, body + 9)))
+            _webp_chunks(data, body + 16, body + length, frames)
+        elif kind == b"VP8 ":
+            if length < 10 or data[body + 3 : body + 6] != b"\x9d\x01\x2a":
+                raise ImageError(f"corrupt WEBP: bad VP8 frame header at byte {body}")
+            width, height = struct.unpack_from("<HH", data, body + 6)
+            frames.append((width & 0x3FFF, height & 0x3FFF))
+        elif kind == b"VP8L":
+            if length < 5 or data[body] != 0x2F:
+                raise ImageError(f"corrupt WEBP: bad VP8L header at byte {body}")
+            (bits,) = struct.unpack_from("<I", data, body + 1)
+            frames.append(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
+        pos = chunk_end
+
+
+def _le24(data: bytes, pos: int) -> int:
+    return int.from_bytes(data[pos : pos + 3], "little")
+
+
+def _walk_webp(data: bytes) -> ImageInfo:
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    end = 8 + riff_size
+    _need(data, end, "WEBP", "the RIFF header")
+    frames: list[tuple[int, int]] = []
+    _webp_chunks(data, 12, end, frames)
+    if not frames:
+        raise ImageError("corrupt WEBP: no image chunk")
+    return ImageInfo("WEBP", end, tuple(frames))
+
+
+# --- BMP ----------------------------------------------------------------------------------------
+
+_BMP_UNCOMPRESSED = (0, 3, 6)  # BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS
+_BMP_RLE = (1, 2)  # BI_RLE8, BI_RLE4: the header's image size gives the data's length
+
+
+def _walk_bmp(data: bytes) -> ImageInfo:
+    _need(data, 26, "BMP", "the header")
+    (offset, header_size) = struct.unpack_from("<II", data, 10)
+    if header_size == 12:  # OS/2 core header: 16-bit sizes, no compression
+        width, height, _, bits = struct.unpack_from("<HHHH", data, 18)
+        compression, image_size = 0, 0
+    elif header_size >= 40:
+        _need(data, 14 + 40, "BMP", "the info header")
+        width, height, _, bits, compression, image_size = struct.unpack_from("<iiHHII", data, 18)
+    else:
+        raise ImageError(f"corrupt BMP: info header of {header_size} bytes")
+    height = abs(height)  # negative: rows stored top-down
+    if compression in _BMP_UNCOMPRESSED:
+        end = offset + (width * bits + 31) // 32 * 4 * height
+    elif compression in _BMP_RLE:
+        if image_size == 0:
+            raise ImageError("corrupt BMP: run-length data without a declared size")
+        end = offset + image_size
+    else:
+        raise ImageError(f"unsupported BMP compression {compression}")
+    _need(data, end, "BMP", f"pixel data of {width}x{height} at {bits} bits")
+    return ImageInfo("BMP", end, ((width, height),))
+
+
+_WALKERS = {"JPEG": _walk_jpeg, "PNG": _walk_png, "GIF": _walk_gif, "WEBP": _walk_webp, "BMP": _walk_bmp}

@@ -1,0 +1,186 @@
+"""Checks before decoding (image_checks) and the request screening built on them (batching)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hostile_payloads as hp
+from resnet_serve.batching import checked_lengths, gather_images, request_errors
+from resnet_serve.client import image_lengths, pack_images
+from resnet_serve.image_checks import ImageError, check_pixels, decoded_pixels, inspect_image
+from resnet_serve.preprocess import (
+    PreprocessOptions,
+    exif_orientation,
+    preprocess_batch,
+    preprocess_image,
+    rows_to_bytes,
+)
+
+FORMAT_OF = {"jpeg": "JPEG", "png": "PNG", "apng": "PNG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP"}
+
+
+@pytest.fixture(scope="module")
+def bases(mug_image) -> dict[str, bytes]:
+    return hp.base_images(mug_image)
+
+
+def test_every_allowed_format_is_read_to_its_end(bases):
+    for name, data in bases.items():
+        info = inspect_image(data)
+        assert info.format == FORMAT_OF[name.split("_")[0]] and info.end == len(data), name
+        assert info.size == (160, 120), name
+        assert inspect_image(data + b"\x00" * 100).end == len(data)  # trailing zeros are not the image's
+
+
+@pytest.mark.parametrize("name", ["jpeg", "jpeg_progressive", "png", "apng", "gif", "gif_animated", "webp", "bmp"])
+def test_a_file_cut_anywhere_is_refused_as_truncated(bases, name):
+    data = bases[name]
+    for cut in range(1, len(data), max(1, len(data) // 997)):
+        with pytest.raises(ImageError, match=r"truncated|corrupt|not a recognised|invalid"):
+            inspect_image(data[:cut])
+    with pytest.raises(ImageError, match=f"truncated {FORMAT_OF[name.split('_')[0]]}"):
+        inspect_image(data[:-1])
+
+
+@pytest.mark.parametrize(
+    ("name", "cut", "message"),
+    [
+        ("jpeg", -2, "truncated JPEG: no end-of-image marker"),
+        ("png", -1, "truncated PNG: chunk 'IEND' at byte"),
+        ("gif", -1, "truncated GIF: no trailer"),
+        ("webp", -1, "truncated WEBP: the RIFF header needs"),
+        ("bmp", -1, r"truncated BMP: pixel data of 160x120 at 24 bits needs 57654 bytes, got 57653"),
+    ],
+)
+def test_each_format_says_what_is_missing(bases, name, cut, message):
+    with pytest.raises(ImageError, match=message):
+        inspect_image(bases[name][:cut])
+
+
+def test_a_corrupt_png_chunk_fails_its_crc(bases):
+    data = bytearray(bases["png"])
+    data[33 + 8 + 10] ^= 0x01  # inside the first IDAT's data
+    with pytest.raises(ImageError, match="corrupt PNG: CRC mismatch in chunk 'IDAT'"):
+        inspect_image(bytes(data))
+
+
+def test_formats_outside_the_allow_list_are_refused(mug_image):
+    small = mug_image.resize((64, 48))
+    for fmt in ("TIFF", "ICO", "PPM", "TGA", "PCX"):
+        with pytest.raises(ImageError, match=r"not a recognised image format \(allowed: JPEG, PNG, WEBP, GIF, BMP\)"):
+            preprocess_image(hp.encode(small, fmt))
+
+
+def test_zeros_that_may_be_padding_never_stand_in_for_bmp_or_webp_data(bases):
+    for name in ("bmp", "webp", "webp_lossless"):
+        data = bases[name]
+        padded = data[: len(data) - 40] + b"\x00" * 200  # cut off, then padded past its declared size
+        inspect_image(data + b"\x00" * 200, may_be_padded=True)  # complete: fine
+        with pytest.raises(ImageError, match="may be padding; send INPUT_LENGTHS"):
+            inspect_image(padded, may_be_padded=True)
+    for name in ("jpeg", "png", "gif"):  # end markers: padding never completes them
+        with pytest.raises(ImageError, match=r"truncated|corrupt PNG: CRC mismatch|corrupt GIF: unexpected block 0x00"):
+            inspect_image(bases[name][:-40] + b"\x00" * 200, may_be_padded=True)
+
+
+def test_every_frame_and_embedded_header_counts_against_the_pixel_limit(bases):
+    cases = {
+        "GIF frame": hp.gif_with_frame(20_000, 20_000),
+        "APNG frame": hp._apng_with_frame(bases["png"], 20_000, 20_000),
+        "WebP canvas": hp.webp_canvas((16_000, 16_000), bases["webp"]),
+        "WebP bitstream in a small canvas": hp.webp_canvas((16, 16), hp.webp_lossless(16_000, 16_000)),
+    }
+    for what, data in cases.items():
+        info = inspect_image(data)
+        with pytest.raises(ImageError, match=r"(20000x20000|16000x16000) pixels exceeds the limit of 100000000"):
+            check_pixels(info, 100_000_000)
+        with pytest.raises(ImageError, match="exceeds the limit"):
+            preprocess_image(data)
+        assert what
+
+
+def test_headers_declaring_more_than_their_data_holds_are_refused(bases):
+    with pytest.raises(ImageError, match="truncated JPEG: 3959 bytes of scan data cannot hold the 281500 blocks"):
+        inspect_image(hp.jpeg_with_size(bases["jpeg"], 4000, 3000))
+    with pytest.raises(ImageError, match="truncated PNG: 12 bytes of image data cannot inflate to the 36000 bytes"):
+        inspect_image(hp.png_declaring(1, 9000))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB"])
+def test_flat_images_compress_within_the_bounds(mode):
+    # The bounds are the formats' best cases (1 bit per JPEG block, deflate's 1032:1): black images pass.
+    smallest = {"PNG": {"compress_level": 9}, "JPEG": {"quality": 1, "optimize": True, "progressive": True}}
+    for fmt, params in smallest.items():
+        if fmt == "JPEG" and mode == "1":
+            continue
+        data = hp.encode(Image.new(mode, (4000, 3000)), fmt, **params)
+        assert inspect_image(data).end == len(data)
+
+
+def test_decoded_pixels_follow_pillows_jpeg_draft(mug_jpeg, bases):
+    info = inspect_image(mug_jpeg)
+    image = Image.open(io.BytesIO(mug_jpeg))
+    width, height = image.size
+    scale = 2 * 256 / min(width, height)
+    image.draft("RGB", (round(width * scale), round(height * scale)))
+    assert decoded_pixels(info, 256, jpeg_draft=True) == image.size[0] * image.size[1] < width * height
+    assert decoded_pixels(info, 256, jpeg_draft=False) == width * height
+    assert decoded_pixels(inspect_image(bases["png"]), 256, jpeg_draft=True) == 160 * 120
+
+
+@pytest.mark.filterwarnings("ignore:(Truncated File Read|Corrupt EXIF data):UserWarning")
+def test_exif_orientation_that_is_not_an_integer_counts_as_upright(mug_image):
+    for name, data in hp.odd_exif(mug_image):
+        assert exif_orientation(Image.open(io.BytesIO(data))) == 1, name
+        assert preprocess_image(data).shape == (3, 224, 224)
+
+
+def test_lengths_cut_rows_and_bad_lengths_are_refused():
+    rows = np.array([list(b"abcd"), list(b"ef\x00\x00")], np.uint8)
+    assert rows_to_bytes(rows, checked_lengths(np.array([[4], [2]], np.int64), rows.shape)) == [b"abcd", b"ef"]
+    for lengths, message in [
+        (np.array([[4]]), r"expected 2 lengths, shape \[2, 1\], got shape \[1, 1\]"),
+        (np.array([[4], [0]]), "length of image 1 must be 1 to 4 .*, got 0"),
+        (np.array([[5], [2]]), "length of image 0 must be 1 to 4 .*, got 5"),
+        (np.array([[4.0], [2.0]]), "expected integer lengths, got float64"),
+    ]:
+        with pytest.raises(ImageError, match=message):
+            checked_lengths(lengths, rows.shape)
+
+
+DEFAULTS = PreprocessOptions()
+
+
+def screen(requests, options=DEFAULTS):
+    """Gather requests given as (images, send lengths) pairs; return the requests' errors."""
+    gathered = gather_images(
+        [(pack_images(images), image_lengths(images) if lengths else None) for images, lengths in requests],
+        lambda request: request[0],
+        "INPUT",
+        options,
+        lambda request: request[1],
+    )
+    return gathered, request_errors(gathered, preprocess_batch(gathered.images, options)[1])
+
+
+def test_padding_is_never_decoded_with_or_without_lengths(images, bases):
+    big, cut = images["mug.jpg"], bases["bmp"][:-100]
+    gathered, errors = screen([([big, cut], True), ([big, cut], False), ([bases["bmp"], big], False)])
+    assert errors[0] == "image 1: truncated BMP: pixel data of 160x120 at 24 bits needs 57654 bytes, got 57554"
+    assert errors[1].startswith("image 1: BMP of 57654 declared bytes ends in 100 zero bytes that may be padding")
+    assert errors[2] is None  # complete images without lengths: each cut at its own end
+    assert [len(image) for image in gathered.images[4:]] == [len(bases["bmp"]), len(big)]
+
+
+def test_a_request_over_the_pixel_budget_is_refused_before_decoding(bases):
+    webp = hp.webp_lossless(10_000, 10_000)  # 34 bytes; 100 M pixels each (the per-image limit)
+    gathered, errors = screen([([webp] * 8, True), ([bases["jpeg"]], True)])
+    assert errors[0] == "INPUT: request of 800000000 decoded pixels exceeds the limit of 256000000"
+    assert gathered.slices[0] == slice(0, 0) and errors[1] is None  # nothing of it decoded; the other goes on
+    small = PreprocessOptions(max_request_pixels=2 * 160 * 120)
+    assert screen([([bases["jpeg"]] * 2, True)], small)[1] == [None]
+    assert "exceeds the limit of 38400" in screen([([bases["jpeg"]] * 3, True)], small)[1][0]
