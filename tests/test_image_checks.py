@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 
 import numpy as np
@@ -184,3 +185,20 @@ def test_a_request_over_the_pixel_budget_is_refused_before_decoding(bases):
     small = PreprocessOptions(max_request_pixels=2 * 160 * 120)
     assert screen([([bases["jpeg"]] * 2, True)], small)[1] == [None]
     assert "exceeds the limit of 38400" in screen([([bases["jpeg"]] * 3, True)], small)[1][0]
+
+
+def test_refused_images_leave_no_reference_cycles_holding_their_bytes(images, bases):
+    # A kept exception with its traceback holds its frames' locals (the image bytes, decoded pixels)
+    # in a cycle that only the garbage collector frees: a flood of bad images then piles up memory.
+    cut_off = [data[: len(data) // 2] for data in bases.values()] + [bases["jpeg"][:-600] + b"\xff\xd9"]
+    requests = [pack_images([images["mug.jpg"], *cut_off]), pack_images(cut_off)]
+    gc.collect()
+    gc.disable()
+    try:
+        gathered = gather_images(requests, lambda request: request, "INPUT", DEFAULTS)
+        errors = request_errors(gathered, preprocess_batch(gathered.images, DEFAULTS)[1])
+        assert all(errors)
+        del gathered
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -107,7 +107,7 @@ def _screen(
             info = inspect_image(row, may_be_padded=may_be_padded)
             check_pixels(info, options.max_pixels)
         except ImageError as exc:
-            screened[start + offset] = exc
+            screened[start + offset] = exc.with_traceback(None)  # kept: no frames (and their rows) with it
             kept.append(b"")
             continue
         kept.append(row[: info.end])

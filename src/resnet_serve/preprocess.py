@@ -218,7 +218,9 @@ def preprocess_batch(
         try:
             preprocess_image(images[index], options, out[index])
         except ImageError as exc:
-            return exc
+            # Without its traceback: the frames would hold this image's bytes and pixels in a reference
+            # cycle until the garbage collector ran (measured: a stub kept ~1 GB after a flood of errors).
+            return exc.with_traceback(None)
         return None
 
     indices = range(len(images))
