@@ -100,7 +100,7 @@ class GpuPreprocessor:
         try:
             rgb = np.array(decode_rgb(data, self.options))  # writable, for torch
         except ImageError as exc:
-            return _Decoded(error=exc)
+            return _Decoded(error=exc.with_traceback(None))  # no frames holding the bytes (preprocess_batch)
         return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
 
     def _decode(self, images: Sequence[bytes]) -> list[_Decoded]:
@@ -112,7 +112,7 @@ class GpuPreprocessor:
             try:
                 header = open_checked(data, self.options)
             except ImageError as exc:
-                decoded[index].error = exc
+                decoded[index].error = exc.with_traceback(None)
                 continue
             width, height = header.size
             too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
