@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from hostile_payloads import base_images, bit_flips, random_bytes, truncations
 from resnet_serve.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
 from resnet_serve.gpu_placement import instance_gpu, memory_pool_args, parse_gpus
 from resnet_serve.preprocess import EXIF_ORIENTATION, preprocess_image
@@ -55,6 +56,25 @@ def test_torch_preprocess_matches_the_cpu_reference(images):
     for name, tensor in zip(names, batch.numpy(), strict=True):
         difference = np.abs(tensor - preprocess_image(images[name], EXACT))
         assert difference.mean() < PIXEL_MEAN_ATOL and difference.max() < PIXEL_MAX_ATOL, name
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_the_gpu_path_refuses_what_the_cpu_path_refuses_in_the_same_words(mug_image, device):
+    # Issue 16: the same bytes get the same outcome on both paths (nvJPEG decodes leniently, so every
+    # refusal rule must run before it, in image_checks). JPEG bit flips are the lenient decoder's case.
+    from resnet_serve.preprocess import preprocess_batch
+
+    bases = base_images(mug_image)
+    jpegs = {name: data for name, data in bases.items() if name.startswith("jpeg")}
+    sent = truncations(bases, 8) + bit_flips(jpegs, 300) + random_bytes(60)
+    payloads = [p.data for p in sent]
+    _, cpu_errors = preprocess_batch(payloads, EXACT)
+    _, gpu_errors = GpuPreprocessor(device, torch.float32, EXACT)(payloads)
+    outcomes = [(str(c) if c else None, str(g) if g else None) for c, g in zip(cpu_errors, gpu_errors, strict=True)]
+    differ = [(index, cpu, gpu) for index, (cpu, gpu) in enumerate(outcomes) if cpu != gpu]
+    refused = sum(cpu is not None for cpu, _ in outcomes)
+    assert refused >= sum(p.must_refuse for p in sent)
+    assert not differ, f"{len(differ)} of {len(payloads)} payloads differ (index, cpu, gpu): {differ[:5]}"
 
 
 def test_torch_preprocess_reports_bad_images_alone(images):
