@@ -31,7 +31,7 @@ def test_dockerfile_passes_hadolint():
 def test_dockerfile_runs_as_non_root_with_a_readiness_healthcheck():
     text = (DEPLOY / "Dockerfile").read_text()
     assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in text
-    assert "USER 10001" in text and f"127.0.0.1:8000{READY_PATH}" in text
+    assert "USER 10001" in text and f"127.0.0.1:8002{READY_PATH}" in text  # serve's status port
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
@@ -42,12 +42,12 @@ def test_manifests_are_valid_kubernetes(manifest):
 
 def test_ports_and_probes_agree_with_resnet_serve():
     serve = build_parser().parse_args(["serve"])
-    expected = {"http": serve.http_port, "grpc": serve.grpc_port, "metrics": serve.metrics_port}
+    expected = {"grpc": serve.grpc_port, "metrics": serve.metrics_port}  # HTTP stays on loopback
     deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
-    assert container["readinessProbe"]["httpGet"]["path"] == READY_PATH
-    assert container["livenessProbe"]["httpGet"]["path"] == LIVE_PATH
+    for probe, path in [("startupProbe", READY_PATH), ("readinessProbe", READY_PATH), ("livenessProbe", LIVE_PATH)]:
+        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}  # serve's status front
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     service = yaml.safe_load((DEPLOY / "k8s" / "service.yaml").read_text())
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -27,14 +28,25 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--public", action="store_true", help="listen on all interfaces (0.0.0.0), with a warning")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8002,
+        help="GET-only port for probes and Prometheus: /v2/health/live, /v2/health/ready (the ensemble), /metrics",
+    )
+    parser.add_argument(
+        "--public-http",
+        action="store_true",
+        help="Triton's HTTP on --host too (default: 127.0.0.1 only; single requests crash Triton 2.51's HTTP)",
+    )
     parser.add_argument("--log-file", default=str(DEFAULT_WORKDIR / "tritonserver.log"))
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     parser.add_argument(
         "--model-control-key",
         metavar="HEADER=VALUE",
-        help="allow model load/unload (Triton's explicit mode) to requests carrying this header; default: off",
+        help="allow model load/unload, shared memory, logging and trace settings to requests carrying this header; "
+        "default: a random key only serve knows",
     )
     parser.add_argument(
         "triton_args",
@@ -54,11 +66,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from resnet_serve.contract import ENSEMBLE_NAME
     from resnet_serve.repository import read_marker, require_current_models
-    from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer
+    from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer, free_port
+    from resnet_serve.server.front import StatusFront
 
     host = "0.0.0.0" if args.public else args.host
     if host not in LOOPBACK:
         warn(f"listening on {host}: anyone who can reach this machine can use the server")
+        if args.public_http:
+            warn("--public-http: Triton 2.51's HTTP front end crashes on some single requests; filter it in a proxy")
     repository = Path(args.repository)
     if not (repository / ENSEMBLE_NAME / "config.pbtxt").is_file():
         say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
@@ -73,35 +88,53 @@ def run(args: argparse.Namespace) -> int:
         host=host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
+        metrics_port=free_port(),  # Triton's metrics: loopback, internal; the status front owns --metrics-port
         log_verbose=args.log_verbose,
         cuda_memory_pool_bytes=pool_bytes,
         cuda_memory_pool_gpus=read_marker(repository).get("gpus", [0]),
         model_control_key=args.model_control_key,
         extra_args=args.triton_args,
+        public_http=args.public_http,
     )
     server = TritonServer(settings, binary=find_server(args), log_path=Path(args.log_file).resolve())
-    with step(f"Starting tritonserver ({server.binary.executable})"):
-        server.start(args.timeout)
-    say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
-    say(f"Server log: {server.log_path}. Ctrl-C stops it.")
-    return _run_until_signal(server)
+
+    def ready() -> bool:  # what probes see: Triton's own readiness stays 200 after the ensemble is unloaded
+        return server.is_ready() and server.is_ready(ENSEMBLE_NAME)
+
+    # SIGINT/SIGTERM: while starting, interrupt (start() stops what it started); once serving, drain and stop.
+    stop = threading.Event()
+    with _on_signals(_interrupt), StatusFront(host, args.metrics_port, ready, server.metrics_url) as front:
+        try:
+            with step(f"Starting tritonserver ({server.binary.executable})"):
+                server.start(args.timeout)
+            with _on_signals(lambda *_: stop.set()):
+                say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics and health {front.url}")
+                say(f"Server log: {server.log_path}. Ctrl-C stops it.")
+                return _serve_until(server, stop)
+        finally:
+            server.stop()
 
 
-def _run_until_signal(server) -> int:
-    """Serve (restarting the server if a stub or the server dies) until SIGINT/SIGTERM; then stop."""
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _on_signals(handler):
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _serve_until(server, stop: threading.Event) -> int:
+    """Serve (recovering the server if a stub or the server dies) until ``stop``; then drain."""
     from resnet_serve.server import supervise
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        status = supervise(server, stop, say)
-        if stop.is_set():
-            say("Draining in-flight requests, then stopping tritonserver ...")
-            if not server.wait_idle(timeout=30.0):
-                say("requests still arriving after 30 s: stopping anyway")
-        return status
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    status = supervise(server, stop, say)
+    say("Draining in-flight requests, then stopping tritonserver ...")
+    if not server.wait_idle(timeout=30.0):
+        say("requests still arriving after 30 s: stopping anyway")
+    return status

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.gpu_placement import memory_pool_args
-from resnet_serve.server import procfs
+from resnet_serve.server import access, procfs, shm
 from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
 
 READY_PATH = "/v2/health/ready"
@@ -48,6 +49,21 @@ class ServerSettings:
     cuda_memory_pool_gpus: Sequence[int] = (0,)  # each GPU that passes tensors between steps gets the pool
     model_control_key: str | None = None  # "HEADER=VALUE": load/unload allowed to requests carrying it
     extra_args: Sequence[str] = ()
+    public_http: bool = False  # HTTP on `host` too; else on 127.0.0.1 (access.py says why)
+    # The key for the admin APIs (access.ADMIN_APIS): the user's, else a random one only this process knows.
+    admin_key: str = ""
+
+    def __post_init__(self) -> None:
+        self.admin_key = self.admin_key or self.model_control_key or access.private_key()
+
+    @property
+    def http_host(self) -> str:
+        return access.http_host(self.host, self.public_http)
+
+    @property
+    def metrics_host(self) -> str:
+        """Loopback unless ``host`` is: the metrics port crashes as HTTP does; serve's front relays it."""
+        return access.http_host(self.host, public_http=False)
 
     @classmethod
     def on_free_ports(cls, repository: Path, host: str = "127.0.0.1", **kwargs) -> ServerSettings:
@@ -57,15 +73,17 @@ class ServerSettings:
     def command(self, binary: ServerBinary) -> list[str]:
         if any(arg.startswith(("--model-control-mode", "--load-model")) for arg in self.extra_args):
             raise ServerError("model control is set by resnet-serve: use --model-control-key HEADER=VALUE")
+        if any("restricted" in arg or "shm-region-prefix-name" in arg for arg in self.extra_args):
+            raise ServerError(f"resnet-serve sets API restrictions and shm region names, got {list(self.extra_args)}")
         return [
             str(binary.executable),
             f"--model-repository={self.repository}",
             f"--backend-directory={binary.backend_dir}",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--http-port={self.http_port}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={self.metrics_host}",
             f"--metrics-port={self.metrics_port}",
             *self._model_control_args(),
             "--strict-readiness=true",
@@ -76,19 +94,16 @@ class ServerSettings:
         ]
 
     def _model_control_args(self) -> list[str]:
-        """Off by default; with a key, Triton's explicit mode behind its restricted-API header check."""
-        if self.model_control_key is None:
-            return ["--model-control-mode=none"]
-        header, _, value = self.model_control_key.partition("=")
-        if not (header and value) or any(c in header for c in ",:= "):
-            raise ServerError(f"--model-control-key needs HEADER=VALUE, got {self.model_control_key!r}")
-        restriction = f"model-repository:{header.lower()}={value}"
-        return [
-            "--model-control-mode=explicit",
-            "--load-model=*",
-            f"--http-restricted-api={restriction}",
-            f"--grpc-restricted-protocol={restriction}",
-        ]
+        """Triton's explicit mode (all models loaded at start), its admin APIs behind the admin key.
+
+        Explicit mode always: with a private key nobody else can load or unload, and supervise can
+        reload just the model whose stub died instead of restarting the server.
+        """
+        try:
+            restricted = access.restricted_api_args(self.admin_key)
+        except access.AccessError as exc:
+            raise ServerError(str(exc)) from None
+        return ["--model-control-mode=explicit", "--load-model=*", *restricted]
 
 
 class TritonServer:
@@ -99,10 +114,11 @@ class TritonServer:
         self.binary = binary or find_server()
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self.shm_prefix = ""  # this start's Python-backend region names (shm.py)
 
     @property
     def http_url(self) -> str:
-        return f"{_connect_host(self.settings.host)}:{self.settings.http_port}"
+        return f"{_connect_host(self.settings.http_host)}:{self.settings.http_port}"
 
     @property
     def grpc_url(self) -> str:
@@ -110,14 +126,15 @@ class TritonServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{_connect_host(self.settings.host)}:{self.settings.metrics_port}/metrics"
+        return f"http://{_connect_host(self.settings.metrics_host)}:{self.settings.metrics_port}/metrics"
 
     def start(self, timeout: float = 180.0) -> TritonServer:
         """Launch the server and block until it reports ready (or raise with its log)."""
         self.binary.install_python_stub()
+        self.shm_prefix = shm.new_prefix()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.settings.command(self.binary),
+                [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -145,7 +162,7 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
-            if self.is_ready():
+            if self.is_ready() and self.is_ready(ENSEMBLE_NAME):
                 return
             time.sleep(0.2)
         raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n{self.log_tail()}")
@@ -161,7 +178,8 @@ class TritonServer:
         """SIGTERM tritonserver alone: it drains in-flight requests and stops its Python stubs itself.
 
         After ``timeout`` seconds, or once it has exited, SIGKILL its process group so that no stub
-        outlives it.
+        outlives it, then remove the shared-memory regions of this start that are left (a crashed
+        server or a killed stub leaves them).
         """
         if self.process is None:
             return None
@@ -173,6 +191,7 @@ class TritonServer:
                 _signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
+        shm.remove_regions(self.shm_prefix)
         return self.process.returncode
 
     def _activity(self) -> tuple[float, float] | None:
@@ -215,6 +234,34 @@ class TritonServer:
         if self.process is None:
             return []
         return [pid for pid in procfs.children(self.process.pid) if procfs.is_stub(pid) and procfs.alive(pid)]
+
+    def _admin_post(self, path: str, timeout: float) -> None:
+        """POST an admin (restricted) API over HTTP with the admin key; raises ServerError."""
+        header, value = access.parse_key(self.settings.admin_key)
+        request = urllib.request.Request(f"http://{self.http_url}{path}", b"{}", {header: value})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                pass
+        except urllib.error.HTTPError as exc:
+            raise ServerError(f"POST {path}: HTTP {exc.code} {exc.read()[:300].decode(errors='replace')}") from None
+        except OSError as exc:
+            raise ServerError(f"POST {path}: {exc}") from None
+
+    def reload_model(self, model: str, timeout: float = 120.0) -> None:
+        """Unload ``model`` and load it again, with a new stub; the rest of the server keeps running.
+
+        Triton (2.51) unloads the models that depend on it (the ensemble) with it and loads them back
+        with it; the ensemble is loaded here only if it did not come back (loading it when it is
+        loaded reloads its composing models too: measured 20 s instead of 2). Raises ServerError.
+        """
+        ensemble_was_ready = self.is_ready(ENSEMBLE_NAME)
+        name = urllib.parse.quote(model)
+        self._admin_post(f"/v2/repository/models/{name}/unload", timeout)
+        self._admin_post(f"/v2/repository/models/{name}/load", timeout)
+        if ensemble_was_ready and not self.is_ready(ENSEMBLE_NAME):
+            self._admin_post(f"/v2/repository/models/{ENSEMBLE_NAME}/load", timeout)
+        if not self.is_ready(model) or (ensemble_was_ready and not self.is_ready(ENSEMBLE_NAME)):
+            raise ServerError(f"{model} was loaded again but is not ready")
 
     def restart(self, timeout: float = 180.0) -> None:
         """Stop without draining (a dead stub never finishes its requests), then start again."""

@@ -1,12 +1,13 @@
-"""Keeping a tritonserver serving: restart it when it exits or one of its Python stubs dies.
+"""Keeping a tritonserver serving: reload a model whose Python stub died, restart the server when
+it exits (or the reload fails), with backoff, for ever.
 
 Triton keeps a model "ready" after its Python stub dies and fails every later request with "Stub
-process ... is not healthy", so ``serve`` watches the stubs (:class:`StubWatch`) and restarts.
+process ... is not healthy", so ``serve`` watches the stubs (:class:`StubWatch`) and recovers.
 """
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -14,14 +15,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 from resnet_serve.gpu_placement import visible_gpu_count
 from resnet_serve.repository import read_config
 from resnet_serve.server import procfs
+from resnet_serve.server.backoff import Backoff
+from resnet_serve.server.binary import ServerError
 from resnet_serve.server.process import TritonServer
 
 
-def expected_stub_count(repository: Path, gpu_count: int | None = None) -> int:
-    """Python stubs a repository's configs ask for: one per instance of each Python-backend model
-    (a KIND_GPU group has ``count`` instances on each of its GPUs)."""
+def expected_stubs(repository: Path, gpu_count: int | None = None) -> dict[str, int]:
+    """Python stubs a repository's configs ask for, per model: one per instance of each Python-backend
+    model (a KIND_GPU group has ``count`` instances on each of its GPUs)."""
     gpus = visible_gpu_count() if gpu_count is None else gpu_count
-    stubs = 0
+    stubs: dict[str, int] = {}
     for path in sorted(Path(repository).glob("*/config.pbtxt")):
         config = read_config(path)
         if config.backend != "python":
@@ -31,25 +34,32 @@ def expected_stub_count(repository: Path, gpu_count: int | None = None) -> int:
             on_gpu = group.kind == mc.ModelInstanceGroup.KIND_GPU or (
                 group.kind == mc.ModelInstanceGroup.KIND_AUTO and gpus > 0
             )
-            stubs += max(group.count, 1) * ((len(group.gpus) or gpus) if on_gpu else 1)
+            count = max(group.count, 1) * ((len(group.gpus) or gpus) if on_gpu else 1)
+            stubs[path.parent.name] = stubs.get(path.parent.name, 0) + count
     return stubs
+
+
+def expected_stub_count(repository: Path, gpu_count: int | None = None) -> int:
+    """Python stubs a repository's configs ask for, in all."""
+    return sum(expected_stubs(repository, gpu_count).values())
 
 
 class StubWatch:
     """The Python stubs of a running server and the models they serve: says when one crashed.
 
     Triton keeps a model "ready" after its Python stub dies and fails every later request with
-    "Stub process ... is not healthy", so a dead stub is a crash, and so is a stub missing from the
-    start (fewer running than the configs ask for). With model control on, a stub also exits when
-    its model is unloaded: then a dead stub is a crash only while Triton still calls its model
-    ready, and the count is not checked.
+    "Stub process ... is not healthy". So a model that Triton calls ready while fewer of its stubs
+    run than its config asks for has crashed (a stub that died, or one missing from the start).
+    Counting live stubs per model, rather than watching pids, keeps two legitimate events from
+    looking like crashes: an unload (the model is no longer ready) and a reload, e.g. of the
+    composing models when the ensemble is loaded (a new stub replaces the old one).
     """
 
     def __init__(self, server: TritonServer):
         self.server = server
-        self.unloads_allowed = server.settings.model_control_key is not None
-        self.expected = expected_stub_count(server.settings.repository)
+        self.expected = expected_stubs(server.settings.repository)
         self.models: dict[int, str] = {}  # stub pid -> model name, recorded while the stub lives
+        self.dead_model: str | None = None  # the model found crashed by problem()
         self._add_new_stubs()
 
     def _add_new_stubs(self) -> None:
@@ -57,40 +67,60 @@ class StubWatch:
             self.models.setdefault(pid, procfs.stub_model(pid))
 
     def problem(self) -> str | None:
-        """Why the server must be restarted, or None."""
+        """Why the server must be recovered, or None."""
         process = self.server.process
         if process is not None and process.poll() is not None:
             return f"tritonserver exited by itself (code {process.returncode})"
-        for pid, model in [(pid, model) for pid, model in self.models.items() if not procfs.alive(pid)]:
-            if not self.unloads_allowed or self.server.is_ready(model):
-                return f"Python stub process {pid} ({model}) died"
-            del self.models[pid]  # its model was unloaded through the model-control API
-        if not self.unloads_allowed and len(self.models) < self.expected:
-            return f"{len(self.models)} Python stub processes running, the repository's configs ask for {self.expected}"
-        self._add_new_stubs()  # models loaded through the model-control API
+        self._add_new_stubs()
+        live = Counter(model for pid, model in self.models.items() if procfs.alive(pid))
+        for model, expected in self.expected.items():
+            if live[model] < expected and self.server.is_ready(model):
+                self.dead_model = model
+                dead = [pid for pid, name in self.models.items() if name == model and not procfs.alive(pid)]
+                if dead:
+                    return f"Python stub process {dead[0]} ({model}) died"
+                return f"{live[model]} Python stub processes run {model}, its config asks for {expected}"
+        self.models = {pid: model for pid, model in self.models.items() if procfs.alive(pid)}
         return None
 
 
-def supervise(server: TritonServer, stop, log, max_restarts: int = 5, window_s: float = 600.0) -> int:
-    """Keep ``server`` serving until ``stop`` (a threading.Event) is set; returns an exit status.
+def supervise(server: TritonServer, stop, log, backoff: Backoff | None = None) -> int:
+    """Keep ``server`` serving until ``stop`` (a threading.Event) is set; returns 0. Never gives up.
 
-    When a Python stub crashes (see :class:`StubWatch`) or the server exits by itself, the server
-    is restarted (requests in flight then get errors, never hangs). More than ``max_restarts``
-    restarts within ``window_s`` seconds gives up with status 1.
+    When a Python stub crashes (see :class:`StubWatch`), its model alone is unloaded and loaded
+    again (Triton takes the ensemble down and up with it); when that fails, a stub is missing from
+    the start, or the server exits by itself, the server is restarted (requests in flight then get
+    errors, never hangs). Recoveries that follow each other wait longer and longer (``backoff``),
+    so that a crash loop does not spin; ``stop`` (SIGTERM to serve) ends any wait.
     """
-    restarts: list[float] = []
+    backoff = backoff or Backoff()
     watch = StubWatch(server)
     while not stop.wait(1.0):
         reason = watch.problem()
         if reason is None:
             continue
-        now = time.monotonic()
-        restarts = [t for t in restarts if now - t < window_s] + [now]
-        if len(restarts) > max_restarts:
-            log(f"{reason}; {max_restarts} restarts in {window_s:.0f} s already, giving up\n{server.log_tail()}")
-            return 1
-        log(f"{reason}; restarting tritonserver ({len(restarts)}/{max_restarts})")
-        server.restart()
-        watch = StubWatch(server)
-        log(f"tritonserver restarted and ready ({len(watch.models)} Python stubs)")
+        delay, model = backoff.next_delay(), watch.dead_model
+        action = f"reloading {model}" if model else "restarting tritonserver"
+        log(f"{reason}; {action} (recovery {backoff.attempt}" + (f", after waiting {delay:.0f} s)" if delay else ")"))
+        if stop.wait(delay):
+            break
+        if done := _recover(server, model, log):
+            watch = StubWatch(server)
+            log(f"{done} and ready ({len(watch.models)} Python stubs)")
     return 0
+
+
+def _recover(server: TritonServer, model: str | None, log) -> str | None:
+    """Reload ``model`` if given, else (or if that fails) restart the server; what was done, or None."""
+    if model is not None:
+        try:
+            server.reload_model(model)
+            return f"{model} reloaded"
+        except ServerError as exc:
+            log(f"reloading {model} failed ({exc}); restarting tritonserver")
+    try:
+        server.restart()
+        return "tritonserver restarted"
+    except ServerError as exc:  # e.g. a model that no longer loads: the next recovery waits longer
+        log(f"restarting tritonserver failed: {exc}")
+        return None
