@@ -4,9 +4,10 @@ Measured against tritonserver 2.51 (issue 14; tests/test_hardening.py keeps each
 
 - Triton's HTTP front end (libevhtp) crashes on single small requests: an infer body whose JSON
   nests 50,000 arrays deep (SIGSEGV), ``"shape": [1, 2**62]`` (std::bad_alloc), a 4 MiB body sent
-  as ``application/x-www-form-urlencoded`` to any path, the metrics port included (SIGSEGV). 2.51
-  has no option for a body-size or depth limit, and no restriction can stop them (they crash before
-  any check). So HTTP and metrics stay on 127.0.0.1 unless asked otherwise (``--public-http``).
+  as ``application/x-www-form-urlencoded`` to the infer path, to ``/v2/repository/index`` and to
+  the metrics port (SIGSEGV). 2.51's ``--help`` lists no body-size or depth limit, and no API
+  restriction stops them (they crash before any check). So HTTP and metrics stay on 127.0.0.1
+  unless asked otherwise (``--public-http``, HTTP only).
 - gRPC parses with protobuf (bounded depth, sizes checked against the bytes sent): the same
   payloads get clean errors. It is the public protocol.
 - Shared memory: any client could register the Python stub's own region (its name shows in

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnet_serve.contract import ENSEMBLE_NAME
@@ -51,7 +51,7 @@ class ServerSettings:
     extra_args: Sequence[str] = ()
     public_http: bool = False  # HTTP on `host` too; else on 127.0.0.1 (access.py says why)
     # The key for the admin APIs (access.ADMIN_APIS): the user's, else a random one only this process knows.
-    admin_key: str = ""
+    admin_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         self.admin_key = self.admin_key or self.model_control_key or access.private_key()
