@@ -1,0 +1,149 @@
+"""OpenVINO on the CPU for the classifier: the precision the chip runs fastest, compiled once.
+
+``auto`` picks bf16 where OpenVINO reports the CPU can compute it (``OPTIMIZATION_CAPABILITIES``
+lists ``BF16`` on CPUs with avx512_bf16 or AMX), else fp32. ``fp32`` is always exact fp32 (OpenVINO's
+own default on such CPUs is bf16, so it is set explicitly). ``int8`` runs a quantized model (the QDQ
+ONNX of ``export --int8``: OpenVINO reads its Q/DQ pairs as FakeQuantize and runs int8 kernels).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from resnet_serve.errors import ResnetServeError
+from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
+
+if TYPE_CHECKING:
+    import openvino as ov
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+DEVICE = "CPU"
+# The element type OpenVINO computes the float layers in, per precision we serve. int8 models keep
+# their non-quantized layers (the first conv's input, softmax-free head) in fp32: exact where not int8.
+_INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+class PrecisionError(ResnetServeError):
+    """The precision asked for cannot run on this CPU or with this model file."""
+
+
+def cpu_capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin says this CPU computes natively, e.g. ['BF16', 'FP32', 'INT8', ...]."""
+    import openvino as ov
+
+    return list(ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+
+
+def resolve_precision(requested: str, capabilities: Collection[str]) -> str:
+    """The precision that will run: ``auto`` becomes bf16 where the CPU has it, else fp32."""
+    if requested not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    has_bf16 = "BF16" in capabilities
+    if requested == "auto":
+        return "bf16" if has_bf16 else "fp32"
+    if requested == "bf16" and not has_bf16:
+        raise PrecisionError(
+            f"bf16 needs a CPU with avx512_bf16 or AMX; OpenVINO reports only {', '.join(sorted(capabilities))}"
+        )
+    return requested
+
+
+def default_threads() -> int:
+    """The cores this process may run on (the cgroup/affinity view, not the host's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def compile_properties(precision: str, threads: int) -> dict[str, object]:
+    """OpenVINO CPU properties for a resolved precision: one stream, LATENCY hint, ``threads`` threads.
+
+    LATENCY (one stream using every thread on one batch) measured faster than THROUGHPUT on 2 cores:
+    Triton already forms the batches, and THROUGHPUT's extra streams split the cores between them.
+    """
+    if precision not in _INFERENCE_PRECISION:
+        raise PrecisionError(f"resolve the precision first; got {precision!r}")
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision],
+    }
+
+
+def is_quantized(model: ov.Model) -> bool:
+    """True for a model with quantized layers (Q/DQ pairs read as FakeQuantize, or NNCF's output)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+
+class OpenVinoClassifier:
+    """ResNet-50 logits from an ONNX (or OpenVINO IR) model compiled once for the CPU.
+
+    The model keeps its dynamic batch axis: one compiled model and one infer request serve every
+    batch size, at most ``max_run_batch`` images per call (as the ONNX Runtime classifier), and
+    :meth:`warm_up` runs those sizes at load so serving memory is set before the first request.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_file: Path | str,
+        precision: str = "auto",
+        threads: int = 0,
+        max_run_batch: int = DEFAULT_MAX_RUN_BATCH,
+        capabilities: Collection[str] | None = None,
+    ) -> None:
+        import openvino as ov
+
+        if max_run_batch < 1:
+            raise ValueError(f"max_run_batch must be at least 1, got {max_run_batch}")
+        core = ov.Core()
+        if capabilities is None:
+            capabilities = core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
+        self.precision = resolve_precision(precision, capabilities)
+        model = core.read_model(str(model_file))
+        quantized = is_quantized(model)
+        if quantized != (self.precision == "int8"):
+            what = "an int8 (quantized)" if quantized else "a float"
+            raise PrecisionError(f"{model_file} is {what} model, which cannot run at precision {self.precision}")
+        self.threads = threads or default_threads()
+        self.max_run_batch = max_run_batch
+        self.compiled = core.compile_model(model, DEVICE, compile_properties(self.precision, self.threads))
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        step = self.max_run_batch
+        if len(images) <= step:
+            return self._run(images)
+        return np.concatenate([self._run(images[start : start + step]) for start in range(0, len(images), step)])
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        # share_inputs: OpenVINO reads the (contiguous fp32) batch in place; outputs are copied out,
+        # because the request reuses its output buffer on the next call.
+        result = self.request.infer({0: np.ascontiguousarray(images, dtype=np.float32)}, share_inputs=True)
+        return result[0]
+
+    def warm_up(self) -> None:
+        """Run every batch size from ``max_run_batch`` down to 1 once, on zeros.
+
+        OpenVINO keeps per-shape state (its kernels and buffers for each input shape): over batch
+        sizes 1..32 a model warmed on powers of two only grew by another 19-48% of its RSS the first
+        time it saw each size, and not at all the second time. Running every size at load sets that
+        bound before serving (the load takes ~530 images of compute at the default of 32).
+        """
+        shape = [dim.get_length() for dim in self.compiled.input(0).get_partial_shape()[1:]]
+        zeros = np.zeros([self.max_run_batch, *shape], np.float32)
+        for size in range(self.max_run_batch, 0, -1):
+            self._run(zeros[:size])
+
+    def describe(self) -> str:
+        """What runs, as OpenVINO reports it after compiling, e.g. ``bf16 (bf16 compute), 2 threads, LATENCY``."""
+        compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
+        hint = str(self.compiled.get_property("PERFORMANCE_HINT")).rsplit(".", 1)[-1]
+        return (
+            f"{self.precision} ({compute} compute), {threads} threads, {hint}, up to {self.max_run_batch} images a call"
+        )

@@ -1,0 +1,41 @@
+"""Triton Python-backend model: FP32 [N, 3, 224, 224] -> FP32 [N, 1000] logits with OpenVINO on the CPU.
+
+The precision (fp32, bf16 or int8) was resolved when the repository was written and is passed as a
+parameter; a CPU that cannot run it fails the load with a clear error instead of running another one.
+The requests of one dynamically batched execution run together, at most ``max_run_batch`` images per
+call; every batch size up to it runs once at load, so serving memory does not grow afterwards.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from resnet_serve.model_params import config_parameters, int_parameter
+from resnet_serve.openvino_classifier import OpenVinoClassifier
+from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = config_parameters(args)
+        version = Path(args["model_repository"]) / args["model_version"]
+        model_file = version / "model.xml" if (version / "model.xml").is_file() else version / "model.onnx"
+        self.classify = OpenVinoClassifier(
+            model_file=model_file,
+            precision=params.get("precision", "fp32"),
+            threads=int_parameter(params, "threads", 0),
+            max_run_batch=int_parameter(params, "max_run_batch", DEFAULT_MAX_RUN_BATCH),
+        )
+        self.classify.warm_up()
+        pb_utils.Logger.log_info(f"{args['model_name']}: OpenVINO {self.classify.describe()}")
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(request, "input").as_numpy() for request in requests]
+        logits = self.classify(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
+        responses, start = [], 0
+        for batch in inputs:
+            stop = start + len(batch)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("output", logits[start:stop])]))
+            start = stop
+        return responses
