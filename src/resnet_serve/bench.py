@@ -24,6 +24,7 @@ import numpy as np
 from resnet_serve.client import Connection, request_inputs
 from resnet_serve.contract import ENSEMBLE_NAME, ENSEMBLE_OUTPUT
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.openvino_config import in_process_classifier
 from resnet_serve.progress import say
 
 if TYPE_CHECKING:
@@ -253,15 +254,18 @@ def sweep(
 
 
 def in_process_ceiling(
-    images: Sequence[bytes], onnx_model: Path, seconds: float, batch: int = 8, threads: int = 0
+    images: Sequence[bytes], onnx_model: Path, seconds: float, batch: int = 8, threads: int = 0, classify=None
 ) -> Point:
-    """Decode + preprocess + classifier in this process with no server: what serving can approach."""
+    """Decode + preprocess + classifier in this process with no server: what serving can approach.
+
+    ``classify`` (preprocessed batch -> logits) defaults to ONNX Runtime on ``onnx_model``.
+    """
     import os
 
     from resnet_serve.ort_session import OrtClassifier, create_session
     from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 
-    classify = OrtClassifier(create_session(onnx_model, intra_op_threads=threads))
+    classify = classify or OrtClassifier(create_session(onnx_model, intra_op_threads=threads))
     options = PreprocessOptions()
     done, latencies = 0, []
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
@@ -382,7 +386,7 @@ def synthetic_photos(
     return photos
 
 
-SERVER_SETUPS = ("ours", "int8", "seed", "gpu", "fused-gpu", "seed-gpu")
+SERVER_SETUPS = ("ours", "int8", "ort-fp32", "seed", "gpu", "fused-gpu", "seed-gpu")
 SETUPS = (*SERVER_SETUPS, "in-process")
 
 
@@ -412,8 +416,10 @@ def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> Repositor
     torch = {"model_file": files.torch_weights, "classifier": "torch", "device": "cuda"}
     specs = {
         "ours": replace(ours, model_file=files.onnx),
-        "int8": replace(ours, model_file=files.int8_onnx),
-        "seed": replace(ours, model_file=files.onnx, profile="seed"),
+        "int8": replace(ours, model_file=files.int8_onnx, precision="int8"),
+        "ort-fp32": replace(ours, model_file=files.onnx, classifier="ort", precision="fp32"),
+        # The seed example's classifier: fp32 ONNX on ONNX Runtime.
+        "seed": replace(ours, model_file=files.onnx, profile="seed", classifier="ort", precision="fp32"),
         "gpu": replace(ours, **torch),
         "fused-gpu": replace(ours, **torch, profile="fused"),
         "seed-gpu": replace(ours, **torch, profile="seed"),
@@ -461,8 +467,11 @@ def run_setups(
     points: list[Point] = []
     for setup in setups:
         if setup == "in-process":
-            say(f"[in-process] decode + preprocess + ONNX Runtime, batch {in_process_batch}, no server ...")
-            points.append(in_process_ceiling(images, files.onnx, sweep_settings.seconds, in_process_batch))
+            classifier = in_process_classifier(replace(ours, model_file=files.onnx))
+            say(f"[in-process] decode + preprocess + {ours.classifier} {ours.precision}, batch {in_process_batch} ...")
+            points.append(
+                in_process_ceiling(images, files.onnx, sweep_settings.seconds, in_process_batch, classify=classifier)
+            )
             continue
         spec = setup_spec(setup, ours, files)
         if not Path(spec.model_file).is_file():

@@ -81,7 +81,7 @@ def ensure_onnx(
     return output
 
 
-def _decodable(images: Sequence[bytes], what: str) -> np.ndarray:
+def decodable_batch(images: Sequence[bytes], what: str) -> np.ndarray:
     """The preprocessed batch of the images that decode; an ImageError when none does."""
     batch, errors = preprocess_batch(images)
     usable = [error is None for error in errors]
@@ -96,9 +96,9 @@ def export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[bytes
 
     int8 = fp32.with_name(fp32.stem + ".int8.onnx")
     with step(f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images) -> {int8}"):
-        quantize_int8(fp32, int8, _decodable(calibration, "calibration"))
+        quantize_int8(fp32, int8, decodable_batch(calibration, "calibration"))
     if report:
-        result = agreement(fp32, int8, _decodable(report, "report"))
+        result = agreement(fp32, int8, decodable_batch(report, "report"))
         say(
             f"int8 vs fp32 on {result.images} image(s): top-1 agreement {result.top1_agreement:.1%}, "
             f"top-5 overlap {result.top5_overlap:.1%}, logit correlation {result.logit_correlation:.4f}"

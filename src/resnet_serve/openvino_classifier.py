@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -21,7 +21,8 @@ from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 if TYPE_CHECKING:
     import openvino as ov
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEVICE = "CPU"
 # The element type OpenVINO computes the float layers in, per precision we serve. int8 models keep
 # their non-quantized layers (the first conv's input, softmax-free head) in fp32: exact where not int8.

@@ -7,10 +7,18 @@ backend), and ``openvino_native``, Triton's own ``openvino`` backend in NVIDIA's
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-from resnet_serve.openvino_classifier import PRECISIONS, PrecisionError, cpu_capabilities, resolve_precision
+import numpy as np
+
+from resnet_serve.openvino_classifier import (
+    PRECISIONS,
+    OpenVinoClassifier,
+    PrecisionError,
+    cpu_capabilities,
+    resolve_precision,
+)
 
 PYTHON = "openvino"
 NATIVE = "openvino_native"
@@ -56,6 +64,23 @@ def native_parameters(precision: str, threads: int) -> dict[str, object]:
     if precision == "bf16":
         values["HINT_BF16"] = "YES"
     return values
+
+
+def in_process_classifier(spec) -> Callable[[np.ndarray], np.ndarray]:
+    """The CPU classifier of a repository spec, in this process (the bench's in-process ceiling)."""
+    precision = serving_precision(spec.classifier, spec.precision)
+    if spec.classifier == PYTHON:
+        return OpenVinoClassifier(
+            model_file=spec.model_file,
+            precision=precision,
+            threads=spec.classifier_threads,
+            max_run_batch=spec.classifier_run_batch,
+        )
+    from resnet_serve.ort_session import OrtClassifier, create_session
+
+    return OrtClassifier(
+        create_session(spec.model_file, intra_op_threads=spec.classifier_threads), spec.classifier_run_batch
+    )
 
 
 def model_files(model_file: Path) -> list[tuple[Path, str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -37,6 +37,8 @@ from resnet_serve.contract import (
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.gpu_decode import DECODERS, GpuDecoder
 from resnet_serve.gpu_placement import gpus_in_use, group_name, parse_gpus
+from resnet_serve.openvino_classifier import Precision
+from resnet_serve.openvino_config import model_files, native_parameters, python_parameters, serving_precision
 from resnet_serve.options import option
 from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.preprocess import PreprocessOptions
@@ -44,7 +46,7 @@ from resnet_serve.preprocess import PreprocessOptions
 MARKER_FILE = ".resnet_serve.json"
 
 Profile = Literal["ours", "seed", "fused"]
-ClassifierKind = Literal["ort", "onnx", "trt", "torch"]
+ClassifierKind = Literal["openvino", "openvino_native", "ort", "onnx", "trt", "torch"]
 Device = Literal["cpu", "cuda"]
 Dtype = Literal["fp16", "fp32"]
 
@@ -62,6 +64,10 @@ class Classifier(NamedTuple):
 
 
 CLASSIFIERS: dict[str, Classifier] = {
+    "openvino": Classifier(
+        "resnet50_openvino", "model.onnx", "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)"
+    ),
+    "openvino_native": Classifier("resnet50_openvino", "model.onnx", "openvino backend (NVIDIA's containers)"),
     "ort": Classifier(
         "resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"
     ),
@@ -96,9 +102,12 @@ class RepositorySpec:
     preprocess_instances: int = option(1, "preprocess model instances")
     preprocess_threads: int = option(0, "decode threads per preprocess instance (0: all cores)")
     classifier_instances: int = option(1, "classifier model instances")
-    classifier_threads: int = option(0, "ONNX Runtime threads (0: ORT's choice)")
+    classifier_threads: int = option(0, "classifier threads (0: the runtime's choice, all cores)")
     classifier_run_batch: int = option(
-        DEFAULT_MAX_RUN_BATCH, "images per ONNX Runtime call, bounding the classifier's memory"
+        DEFAULT_MAX_RUN_BATCH, "images per classifier call (ONNX Runtime, OpenVINO), bounding its memory"
+    )
+    precision: Precision = option(
+        "auto", "CPU classifier precision: auto = bf16 where the CPU has avx512_bf16 or AMX (OpenVINO), else fp32"
     )
 
     def __post_init__(self) -> None:
@@ -196,6 +205,15 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
         _parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
         _parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
+    elif spec.classifier == "openvino":
+        config.backend = "python"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
+        _parameters(config, python_parameters(spec.precision, spec.classifier_threads, spec.classifier_run_batch))
+    elif spec.classifier == "openvino_native":
+        config.backend = "openvino"
+        config.default_model_filename = model_files(Path(spec.model_file))[0][1]
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
+        _parameters(config, native_parameters(spec.precision, spec.classifier_threads))
     elif spec.classifier == "onnx":
         config.backend = "onnxruntime"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO, count=spec.classifier_instances)
@@ -293,6 +311,7 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     model_file = Path(spec.model_file)
     if not model_file.is_file():
         raise RepositoryError(f"model file {model_file} does not exist")
+    spec = replace(spec, precision=serving_precision(spec.classifier, spec.precision))
     prepare_directory(root)
     classifier = CLASSIFIERS[spec.classifier]
     if spec.profile == "fused":
@@ -306,9 +325,11 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     else:
         preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
     _write_model(root, preprocess_config(spec), preprocess_source, labelled=False)
-    python_classifier = f"classifier_{spec.classifier}" if spec.classifier in ("ort", "torch") else None
+    python_classifier = f"classifier_{spec.classifier}" if spec.classifier in ("ort", "torch", "openvino") else None
     classifier_dir = _write_model(root, classifier_config(spec), python_classifier)
-    _install_file(model_file, classifier_dir / "1" / classifier.model_file)
+    openvino = spec.classifier.startswith("openvino")
+    for source, name in model_files(model_file) if openvino else [(model_file, classifier.model_file)]:
+        _install_file(source, classifier_dir / "1" / name)
     _write_model(root, ensemble_config(spec))
     _write_marker(root, spec, classifier.model_name, model_file)
     return root
@@ -319,7 +340,16 @@ def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file:
     marker.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
     if spec.device == "cuda":
         marker["gpus"] = list(spec.gpu_ids)  # serve gives each the CUDA memory pool
+    else:
+        marker.update(precision=spec.precision)  # what the CPU classifier runs, resolved (serve prints it)
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def update_marker(root: Path | str, **values: object) -> None:
+    """Add ``values`` to what the repository's marker records (e.g. the precision's agreement with fp32)."""
+    marker = read_marker(root)
+    marker.update(values)
+    (Path(root) / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def read_marker(root: Path | str) -> dict:

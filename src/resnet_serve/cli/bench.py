@@ -13,7 +13,9 @@ from resnet_serve.cli.common import (
     DEFAULT_WORKDIR,
     add_connection_options,
     add_repository_options,
+    add_runtime_option,
     add_server_options,
+    classifier_kind,
     connection,
     find_server,
     repository_spec,
@@ -40,6 +42,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--in-process-batch", type=int, default=8, help="batch of the in-process ceiling")
     parser.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"fp32 model (default {DEFAULT_ONNX})")
     parser.add_argument("--int8-onnx", default=str(DEFAULT_INT8), help=f"int8 model (default {DEFAULT_INT8})")
+    add_runtime_option(parser)
     parser.add_argument(
         "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for the GPU setups (default {DEFAULT_TORCH})"
     )
@@ -80,11 +83,15 @@ def run(args: argparse.Namespace) -> int:
         points += bench.sweep(generator, "server", sweep.concurrencies, sweep.seconds, sweep.warmup_s)
     setups = args.setup or ([] if args.url else ["ours", "seed", "in-process"])
     files = bench.ModelFiles(
-        onnx=Path(args.onnx), int8_onnx=Path(args.int8_onnx), torch_weights=Path(args.torch_weights)
+        onnx=Path(args.onnx),
+        int8_onnx=Path(args.int8_onnx),
+        torch_weights=Path(args.torch_weights),
     )
     gpu = args.device == "cuda"
     ours = repository_spec(
-        args, model_file=files.torch_weights if gpu else files.onnx, classifier="torch" if gpu else "ort"
+        args,
+        model_file=files.torch_weights if gpu else files.onnx,
+        classifier="torch" if gpu else classifier_kind(args.runtime),
     )
     binary = find_server(args) if set(setups) & set(SERVER_SETUPS) else None
     points += bench.run_setups(

@@ -8,6 +8,25 @@ from pathlib import Path
 DEFAULT_WORKDIR = Path("build")
 DEFAULT_ONNX = DEFAULT_WORKDIR / "resnet50.onnx"
 DEFAULT_INT8 = DEFAULT_WORKDIR / "resnet50.int8.onnx"
+RUNTIMES = ("openvino", "ort")
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="openvino",
+        help="CPU classifier: openvino (bf16/int8 where the chip has them; default) or ort (ONNX Runtime)",
+    )
+
+
+def classifier_kind(runtime: str, target: str = "bundled") -> str:
+    """The classifier kind of a CPU runtime: our Python-backend model, or the NGC image's native backend."""
+    if runtime == "openvino":
+        return "openvino_native" if target == "ngc" else "openvino"
+    return "onnx" if target == "ngc" else "ort"
+
+
 DEFAULT_TORCH = DEFAULT_WORKDIR / "resnet50.pt"
 DEFAULT_REPOSITORY = DEFAULT_WORKDIR / "model_repository"
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     onnx = ensure_onnx(workdir / "resnet50.onnx", args.weights, args.random_weights, images, fallback_to_random=True)
     repository = workdir / "model_repository"
     with step(f"Writing model repository {repository}"):
-        write_repository(repository, RepositorySpec(model_file=onnx))
+        write_repository(repository, RepositorySpec(model_file=onnx, classifier="openvino"))
     settings = ServerSettings.on_free_ports(repository.resolve())
     server = TritonServer(settings, binary=find_server(args), log_path=(workdir / "tritonserver.log").resolve())
     with step(f"Starting tritonserver on 127.0.0.1 (log: {server.log_path})"):

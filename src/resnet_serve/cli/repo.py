@@ -11,9 +11,11 @@ from resnet_serve.cli.common import (
     DEFAULT_REPOSITORY,
     DEFAULT_TORCH,
     add_repository_options,
+    add_runtime_option,
+    classifier_kind,
     repository_spec,
 )
-from resnet_serve.progress import step
+from resnet_serve.progress import say, step
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -32,7 +34,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
     source.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"ONNX model (default {DEFAULT_ONNX})")
     source.add_argument("--plan", help="TensorRT plan (selects the resnet50_trt classifier)")
     source.add_argument(
-        "--int8", action="store_true", help=f"serve the int8 model from `export --int8` ({DEFAULT_INT8})"
+        "--int8",
+        action="store_true",
+        help=f"serve the int8 model from `export --int8` ({DEFAULT_INT8}; same as --precision int8)",
+    )
+    add_runtime_option(parser)
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        default=[],
+        metavar="IMG",
+        help="images to report bf16/int8 agreement with fp32 on (default: synthetic photos)",
     )
     parser.add_argument(
         "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for --device cuda (default {DEFAULT_TORCH})"
@@ -65,19 +77,57 @@ def chosen_classifier(args: argparse.Namespace) -> str:
         return "trt"
     if args.device == "cuda":
         return "torch"
-    return "onnx" if args.target == "ngc" else "ort"
+    return classifier_kind(args.runtime, args.target)
+
+
+def chosen_model_file(args: argparse.Namespace, classifier: str) -> Path:
+    """The model the classifier serves: the plan, the state_dict, the int8 model for int8, else --onnx."""
+    if classifier == "torch":
+        return Path(args.torch_weights)
+    if args.plan:
+        return Path(args.plan)
+    if args.int8 or (args.precision == "int8" and args.onnx == str(DEFAULT_ONNX)):
+        return DEFAULT_INT8
+    return Path(args.onnx)
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnet_serve.repository import write_repository
+    from resnet_serve.repository import read_marker, write_repository
 
     classifier = chosen_classifier(args)
-    if classifier == "torch":
-        model_file = args.torch_weights
-    else:
-        model_file = args.plan or (DEFAULT_INT8 if args.int8 else args.onnx)
-    spec = repository_spec(args, model_file=Path(model_file), classifier=classifier, profile=args.profile)
-    with step(f"Writing model repository {args.output} (classifier {spec.classifier_name})"):
+    if args.int8:
+        args.precision = "int8"
+    spec = repository_spec(
+        args, model_file=chosen_model_file(args, classifier), classifier=classifier, profile=args.profile
+    )
+    with step(f"Writing model repository {args.output} (classifier {spec.classifier_name}, model {spec.model_file})"):
         write_repository(args.output, spec)
+    precision = read_marker(args.output).get("precision")
+    if precision:
+        say(f"Classifier precision: {precision}")
+    if classifier == "openvino" and precision in ("bf16", "int8"):
+        _report_agreement(args, spec.model_file, precision)
     print(args.output)
     return 0
+
+
+def _report_agreement(args: argparse.Namespace, model_file: Path, precision: str) -> None:
+    """Print (and record in the repository) how far this precision agrees with fp32 on real images."""
+    from resnet_serve.agreement import openvino_agreement
+    from resnet_serve.bench import synthetic_photos
+    from resnet_serve.build import decodable_batch
+    from resnet_serve.client import read_images
+    from resnet_serve.repository import update_marker
+
+    fp32 = Path(args.onnx)
+    if fp32 == Path(model_file):  # --onnx named the int8 model itself
+        fp32 = DEFAULT_ONNX if precision == "int8" else fp32
+    if not fp32.is_file():
+        say(f"(no fp32 model at {fp32} to report {precision} agreement against)")
+        return
+    what = f"{len(args.report)} path(s)" if args.report else "synthetic photos (pass --report IMG for your own)"
+    images = read_images(args.report) if args.report else synthetic_photos()
+    with step(f"Comparing {precision} with fp32 on {what}"):
+        result = openvino_agreement(fp32, model_file, precision, decodable_batch(images, "report"))
+    say(result.summary(precision))
+    update_marker(args.output, agreement=result.as_dict())

@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
                 server.start(args.timeout)
             with _on_signals(lambda *_: stop.set()):
                 say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics and health {front.url}")
+                marker = read_marker(repository)
+                if "precision" in marker:
+                    say(f"Classifier {marker['classifier']}: {marker['precision']}")
                 say(f"Server log: {server.log_path}. Ctrl-C stops it.")
                 return _serve_until(server, stop)
         finally:

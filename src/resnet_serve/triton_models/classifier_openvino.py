@@ -1,9 +1,9 @@
 """Triton Python-backend model: FP32 [N, 3, 224, 224] -> FP32 [N, 1000] logits with OpenVINO on the CPU.
 
-The precision (fp32, bf16 or int8) was resolved when the repository was written and is passed as a
+The precision (fp32, bf16 or int8) was resolved when the repository was written and comes as a
 parameter; a CPU that cannot run it fails the load with a clear error instead of running another one.
 The requests of one dynamically batched execution run together, at most ``max_run_batch`` images per
-call; every batch size up to it runs once at load, so serving memory does not grow afterwards.
+call; every batch size up to that runs once at load, so serving memory does not grow afterwards.
 """
 
 from pathlib import Path
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from resnet_serve.model_params import config_parameters, int_parameter
+from resnet_serve.batching import request_slices, responses
+from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
 from resnet_serve.openvino_classifier import OpenVinoClassifier
 from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 
@@ -19,6 +20,7 @@ from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
+        (self.input_name,), (self.output_name,) = tensor_names(args)
         version = Path(args["model_repository"]) / args["model_version"]
         model_file = version / "model.xml" if (version / "model.xml").is_file() else version / "model.onnx"
         self.classify = OpenVinoClassifier(
@@ -31,11 +33,6 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"{args['model_name']}: OpenVINO {self.classify.describe()}")
 
     def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(request, "input").as_numpy() for request in requests]
+        inputs = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         logits = self.classify(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
-        responses, start = [], 0
-        for batch in inputs:
-            stop = start + len(batch)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("output", logits[start:stop])]))
-            start = stop
-        return responses
+        return responses(pb_utils, self.output_name, logits, request_slices([len(batch) for batch in inputs]))
