@@ -49,6 +49,17 @@ def logit_agreement(reference: np.ndarray, candidate: np.ndarray) -> LogitAgreem
     )
 
 
+def report_openvino_precisions(fp32_model: Path, int8_model: Path | None, batch: np.ndarray, what: str) -> None:
+    """Print OpenVINO bf16 (where the CPU has it) and int8 (when given) against OpenVINO fp32 on ``batch``."""
+    from resnet_serve.openvino_classifier import cpu_capabilities
+    from resnet_serve.progress import say
+
+    if "BF16" in cpu_capabilities():
+        say(openvino_agreement(fp32_model, fp32_model, "bf16", batch).summary(f"OpenVINO bf16 ({what})"))
+    if int8_model is not None:
+        say(openvino_agreement(fp32_model, int8_model, "int8", batch).summary(f"OpenVINO int8 ({what})"))
+
+
 def openvino_agreement(fp32_model: Path, model_file: Path, precision: str, batch: np.ndarray) -> LogitAgreement:
     """OpenVINO at ``precision`` on ``model_file`` against OpenVINO fp32 on ``fp32_model``, on a preprocessed batch."""
     from resnet_serve.openvino_classifier import OpenVinoClassifier

@@ -36,14 +36,19 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--calibration", nargs="+", default=[], metavar="IMG", help="images or directories to calibrate int8 on"
     )
     parser.add_argument(
-        "--report", nargs="+", default=[], metavar="IMG", help="print int8's agreement with fp32 on these images"
+        "--report",
+        nargs="+",
+        default=[],
+        metavar="IMG",
+        help="print the agreement of int8 (ONNX Runtime, OpenVINO) and OpenVINO bf16 with fp32 on these images",
     )
     add_weights_options(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnet_serve.build import export_checked, export_int8, load_model
+    from resnet_serve.agreement import report_openvino_precisions
+    from resnet_serve.build import export_checked, export_int8, load_model, parity_batch
     from resnet_serve.client import read_images
 
     if args.int8 and not args.calibration:
@@ -53,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.weights, args.random_weights, fallback_to_random=False)
     export_checked(loaded, output, read_images(args.check_image), args.opset)
     print(output)
-    if args.int8:
-        print(export_int8(output, read_images(args.calibration), read_images(args.report)))
+    int8 = export_int8(output, read_images(args.calibration), read_images(args.report)) if args.int8 else None
+    if int8:
+        print(int8)
+    batch, what = parity_batch(read_images(args.report or args.check_image))
+    report_openvino_precisions(output, int8, batch, what)
     return 0
