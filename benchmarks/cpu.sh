@@ -13,7 +13,7 @@ $bin/resnet-serve export --random-weights --check-image build/bench-images/mug.j
 $bin/python benchmarks/preprocess.py --image build/bench-images/mug.jpg | tee "$out/preprocess.txt"
 for image in mug.jpg mug_500x375.jpg; do
   name=${image%.jpg}
-  $bin/resnet-serve bench "build/bench-images/$image" --setup ours --setup int8 --setup seed --setup in-process \
+  $bin/resnet-serve bench "build/bench-images/$image" --setup ours --setup int8 --setup ort-fp32 --setup seed --setup in-process \
     --concurrency 1,2,4,8,16,32 --seconds "$seconds" --warmup 2 \
     --json "$out/cpu-$name.json" --plot "$out/cpu-$name.png" | tee "$out/cpu-$name.txt"
 done
