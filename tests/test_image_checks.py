@@ -69,6 +69,31 @@ def test_a_corrupt_png_chunk_fails_its_crc(bases):
         inspect_image(bytes(data))
 
 
+def _segment(jpeg: bytes, marker: int) -> int:
+    """Where the first segment ``0xff<marker>`` of a baseline JPEG starts."""
+    return jpeg.index(bytes([0xFF, marker]))
+
+
+def _patched(data: bytes, offset: int, value: int) -> bytes:
+    return data[:offset] + bytes([value]) + data[offset + 1 :]
+
+
+def test_jpeg_tables_libjpeg_refuses_are_refused_before_any_decoder(bases):
+    # Bit flips found on the GPU (issue 16): nvJPEG decoded these while Pillow's libjpeg refused them.
+    jpeg = bases["jpeg"]
+    frame, huffman, scan = _segment(jpeg, 0xC0), _segment(jpeg, 0xC4), _segment(jpeg, 0xDA)
+    broken = {
+        "sampling factors": _patched(jpeg, frame + 11, 0x51),  # first component: 5x1 (1 to 4 allowed)
+        "Huffman table definition": _patched(jpeg, huffman + 5, 0xFF),  # 255 codes of length 1
+        "marker length": _patched(jpeg, scan + 3, jpeg[scan + 3] + 2),  # scan header 2 bytes longer
+    }
+    for what, data in broken.items():
+        with pytest.raises(ImageError, match=f"corrupt JPEG: bogus {what}"):
+            inspect_image(data)
+        _, (error,) = preprocess_batch([data])
+        assert error is not None, what  # and libjpeg refuses it too: the check only moves the refusal earlier
+
+
 def test_formats_outside_the_allow_list_are_refused(mug_image):
     small = mug_image.resize((64, 48))
     for fmt in ("TIFF", "ICO", "PPM", "TGA", "PCX"):

@@ -169,6 +169,91 @@ def _check_jpeg_scan_size(data: bytes, sof: int, marker: int, scan_bytes: int) -
         )
 
 
+# The checks libjpeg makes when it reads these segments (jdmarker.c: "Bogus marker length", "Bogus
+# Huffman table definition", "Bogus sampling factors" ...), made here so that the GPU decoder, which is
+# more lenient, never sees a file the CPU decoder refuses. Each returns what is wrong, or None.
+def _no_check(body: bytes, data: bytes, sof: int) -> str | None:
+    return None
+
+
+def _check_frame(body: bytes, data: bytes, sof: int) -> str | None:
+    count = body[5]
+    if not 1 <= count <= 4:
+        return f"{count} components"
+    if len(body) != 6 + 3 * count:
+        return f"bogus marker length {len(body) + 2} for {count} components"
+    for index in range(count):
+        sampling, table = body[7 + 3 * index], body[8 + 3 * index]
+        if not (1 <= sampling >> 4 <= 4 and 1 <= sampling & 0x0F <= 4):
+            return f"bogus sampling factors {sampling >> 4}x{sampling & 0x0F}"
+        if table > 3:
+            return f"quantization table {table}"
+    return None
+
+
+def _check_huffman(body: bytes, data: bytes, sof: int) -> str | None:
+    pos = 0
+    while pos < len(body):
+        if len(body) - pos < 17:
+            return "bogus marker length"
+        kind, counts = body[pos], body[pos + 1 : pos + 17]
+        symbols = sum(counts)
+        values = body[pos + 17 : pos + 17 + symbols]
+        dc_overflow = kind >> 4 == 0 and any(value > 15 for value in values)
+        if kind >> 4 > 1 or kind & 0x0F > 3 or symbols > 256 or dc_overflow or not _fits_code_space(counts):
+            return "bogus Huffman table definition"
+        pos += 17 + symbols
+    return None if pos == len(body) else "bogus marker length"
+
+
+def _fits_code_space(counts: bytes) -> bool:
+    """The code lengths make a prefix code that leaves the all-ones code free (libjpeg's check)."""
+    code = 0
+    for length, count in enumerate(counts, 1):
+        code += count
+        if code >= 1 << length and any(counts[length - 1 :]):
+            return False
+        code <<= 1
+    return True
+
+
+def _check_quantization(body: bytes, data: bytes, sof: int) -> str | None:
+    pos = 0
+    while pos < len(body):
+        precision, table = body[pos] >> 4, body[pos] & 0x0F
+        if precision > 1 or table > 3:
+            return f"bogus quantization table {precision}/{table}"
+        pos += 1 + 64 * (precision + 1)
+    return None if pos == len(body) else "bogus marker length"
+
+
+def _check_scan(body: bytes, data: bytes, sof: int) -> str | None:
+    count = body[0] if body else 0
+    if not 1 <= count <= 4 or len(body) != 4 + 2 * count:
+        return f"bogus marker length {len(body) + 2} for {count} scan components"
+    components = {data[sof + 8 + 3 * index] for index in range(data[sof + 7])} if sof else set()
+    for index in range(count):
+        component, tables = body[1 + 2 * index], body[2 + 2 * index]
+        if component not in components:
+            return f"component {component} is not in the frame header"
+        if tables >> 4 > 3 or tables & 0x0F > 3:
+            return "bogus Huffman table number"
+    return None
+
+
+def _check_restart_interval(body: bytes, data: bytes, sof: int) -> str | None:
+    return None if len(body) == 2 else "bogus marker length"
+
+
+_JPEG_TABLE_CHECKS = {
+    **dict.fromkeys(_JPEG_SOF, _check_frame),
+    0xC4: _check_huffman,
+    0xDB: _check_quantization,
+    0xDA: _check_scan,
+    0xDD: _check_restart_interval,
+}
+
+
 def _walk_jpeg(data: bytes) -> ImageInfo:
     frames: list[tuple[int, int]] = []
     sof = sof_marker = scan_bytes = 0
@@ -207,6 +292,9 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             if not frames:
                 sof, sof_marker = pos, marker
             frames.append((width, height))
+        problem = _JPEG_TABLE_CHECKS.get(marker, _no_check)(data[pos + 2 : pos + length], data, sof)
+        if problem:
+            raise ImageError(f"corrupt JPEG: {problem} in segment 0xff{marker:02x} at byte {pos - 2}")
         pos += length
         if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
             if not frames:
