@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 
 from resnet_serve.errors import ResnetServeError
-from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
+from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH, run_in_batches
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -116,10 +116,7 @@ class OpenVinoClassifier:
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        step = self.max_run_batch
-        if len(images) <= step:
-            return self._run(images)
-        return np.concatenate([self._run(images[start : start + step]) for start in range(0, len(images), step)])
+        return run_in_batches(self._run, images, self.max_run_batch)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         # share_inputs: OpenVINO reads the (contiguous fp32) batch in place; outputs are copied out,

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from resnet_serve.contract import CLASSIFIER_INPUT, CLASSIFIER_OUTPUT
+from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH, run_in_batches
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-DEFAULT_MAX_RUN_BATCH = 32
 
 
 def create_session(
@@ -49,10 +48,7 @@ class OrtClassifier:
         self.max_run_batch = max_run_batch
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        step = self.max_run_batch
-        if len(images) <= step:
-            return self._run(images)
-        return np.concatenate([self._run(images[start : start + step]) for start in range(0, len(images), step)])
+        return run_in_batches(self._run, images, self.max_run_batch)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([CLASSIFIER_OUTPUT], {CLASSIFIER_INPUT: images})[0]

@@ -40,8 +40,8 @@ from resnet_serve.gpu_placement import gpus_in_use, group_name, parse_gpus
 from resnet_serve.openvino_classifier import Precision
 from resnet_serve.openvino_config import model_files, native_parameters, python_parameters, serving_precision
 from resnet_serve.options import option
-from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.preprocess import PreprocessOptions
+from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 
 MARKER_FILE = ".resnet_serve.json"
 

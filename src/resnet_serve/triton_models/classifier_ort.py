@@ -12,7 +12,8 @@ import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import request_slices, responses
 from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
-from resnet_serve.ort_session import DEFAULT_MAX_RUN_BATCH, OrtClassifier, create_session
+from resnet_serve.ort_session import OrtClassifier, create_session
+from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 
 
 class TritonPythonModel:
