@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_serve.agreement import logit_agreement
 from resnet_serve.contract import CLASSIFIER_INPUT
 from resnet_serve.ort_session import onnx_logits
 
@@ -59,12 +60,10 @@ def agreement(fp32_model: Path, int8_model: Path, batch: np.ndarray) -> Agreemen
     """Top-1 agreement, top-5 overlap and logit correlation of int8 against fp32."""
     reference = onnx_logits(fp32_model, batch)
     quantized = onnx_logits(int8_model, batch)
-    top5_ref = np.argsort(-reference, axis=1)[:, :5]
-    top5_q = np.argsort(-quantized, axis=1)[:, :5]
-    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5_ref, top5_q, strict=True)])
+    ranks = logit_agreement(reference, quantized)
     return Agreement(
-        images=len(batch),
-        top1_agreement=float(np.mean(top5_ref[:, 0] == top5_q[:, 0])),
-        top5_overlap=float(overlap),
+        images=ranks.images,
+        top1_agreement=ranks.top1_agreement,
+        top5_overlap=ranks.top5_overlap,
         logit_correlation=float(np.corrcoef(reference.ravel(), quantized.ravel())[0, 1]),
     )
