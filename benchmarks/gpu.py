@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--photo", type=Path, default=ROOT / ".whl" / "data" / "mug.jpg")
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--concurrency", default="1,8,32,64,128,256")
+    parser.add_argument("--concurrency", default="1,8,32,64,128,256,512")
     parser.add_argument("--client-processes", type=int, default=6, help="per GPU served")
     parser.add_argument("--queue-delay-us", type=int, default=2000)
     parser.add_argument("--skip-sweeps", action="store_true")
@@ -175,13 +175,18 @@ def main() -> None:
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
         ("fused-gpu-x8", "fused-gpu", 8, concurrencies[:4], {"gpus": one}),
         ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:4], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
-        ("fused-2inst-x8", "fused-gpu", 8, concurrencies[2:4], {"gpus": one, "preprocess_instances": 2}),
         ("gpu-x8", "gpu", 8, concurrencies[2:4], {"gpus": one}),
         ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
+    for instances in (2, 3, 4):  # fused instances per GPU: decode of one batch beside another's classifier
+        more = {"gpus": one, "preprocess_instances": instances}
+        runs += [(f"fused-{instances}inst", "fused-gpu", 1, concurrencies, more),
+                 (f"fused-{instances}inst-x8", "fused-gpu", 8, concurrencies[2:5], more)]  # fmt: skip
     if count > 1:
+        two = {"preprocess_instances": 2}
         runs += [
             (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:5], {"gpus": every}),
+            (f"fused-{count}gpu-2inst-x8", "fused-gpu", 8, concurrencies[3:6], {**two, "gpus": every}),
             (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:5], {"gpus": every}),
         ]
     if args.runs:

@@ -116,6 +116,24 @@ def test_requests_fail_alone_and_name_the_image(images):
     assert gathered.slices[4] == slice(5, 5)  # nothing of it was decoded
 
 
+def test_a_served_batch_walks_each_image_structure_once(images, monkeypatch):
+    import resnet_serve.batching as batching
+    import resnet_serve.preprocess as preprocess
+
+    walked = []
+    for module in (batching, preprocess):
+        real = module.inspect_image
+        monkeypatch.setattr(
+            module, "inspect_image", lambda data, *a, real=real, **k: walked.append(1) or real(data, *a, **k)
+        )
+    good = next(iter(images.values()))
+    gathered = gather_images([pack_images([good, b"not an image", good])], lambda t: t, "INPUT_0", PreprocessOptions())
+    batch, image_errors = preprocess_batch(gathered.images, PreprocessOptions(), infos=gathered.infos)
+    assert len(walked) == 3  # the screening's walk is reused when decoding
+    assert request_errors(gathered, image_errors)[0].startswith("image 1: not a recognised image format")
+    np.testing.assert_array_equal(batch[0], preprocess_image(good))
+
+
 def test_rows_to_bytes_checks_the_tensor():
     assert rows_to_bytes(np.array([[1, 2], [3, 0]], dtype=np.uint8)) == [b"\x01\x02", b"\x03\x00"]
     with pytest.raises(ImageError, match="UINT8"):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from resnet_serve.contract import ENSEMBLE_LENGTHS
-from resnet_serve.image_checks import check_pixels, decoded_pixels, inspect_image
+from resnet_serve.image_checks import ImageInfo, check_pixels, decoded_pixels, inspect_image
 from resnet_serve.preprocess import ImageError, PreprocessOptions, rows_to_bytes
 
 
@@ -22,6 +22,7 @@ class Gathered:
     """The images of all requests, flattened, and where each request's images lie."""
 
     images: list[bytes] = field(default_factory=list)
+    infos: list[ImageInfo | None] = field(default_factory=list)  # each image's checked structure (None: refused)
     slices: list[slice] = field(default_factory=list)
     bad_input: dict[int, str] = field(default_factory=dict)  # request index -> why its tensor was refused
     screened: dict[int, ImageError] = field(default_factory=dict)  # image index -> refused before decoding
@@ -54,13 +55,14 @@ def gather_images(
             gathered.bad_input[index] = str(exc)
         start = len(gathered.images)
         padded = not sent_lengths and len(rows) > 1
-        rows, pixels = _screen(rows, start, gathered.screened, options, may_be_padded=padded)
+        rows, infos, pixels = _screen(rows, start, gathered.screened, options, may_be_padded=padded)
         if pixels > options.max_request_pixels:
-            rows = []
+            rows, infos = [], []
             gathered.bad_input[index] = (
                 f"{input_name}: request of {pixels} decoded pixels exceeds the limit of {options.max_request_pixels}"
             )
         gathered.images.extend(rows)
+        gathered.infos.extend(infos)
         gathered.slices.append(slice(start, start + len(rows)))
     return gathered
 
@@ -98,10 +100,11 @@ def checked_lengths(lengths: np.ndarray, shape: Sequence[int]) -> list[int]:
 
 def _screen(
     rows: list[bytes], start: int, screened: dict[int, ImageError], options: PreprocessOptions, may_be_padded: bool
-) -> tuple[list[bytes], int]:
+) -> tuple[list[bytes], list[ImageInfo | None], int]:
     """Check each row's structure; cut it to the image's end. Returns the rows (refused ones empty,
-    their errors in ``screened`` by image index) and the decoded pixels the others declare."""
-    kept, pixels = [], 0
+    their errors in ``screened`` by image index), their structures (None where refused) and the
+    decoded pixels the others declare."""
+    kept, infos, pixels = [], [], 0
     for offset, row in enumerate(rows):
         try:
             info = inspect_image(row, may_be_padded=may_be_padded)
@@ -109,10 +112,12 @@ def _screen(
         except ImageError as exc:
             screened[start + offset] = exc.with_traceback(None)  # kept: no frames (and their rows) with it
             kept.append(b"")
+            infos.append(None)
             continue
         kept.append(row[: info.end])
+        infos.append(info)
         pixels += decoded_pixels(info, options.resize, options.jpeg_draft)
-    return kept, pixels
+    return kept, infos, pixels
 
 
 def request_errors(gathered: Gathered, image_errors: Sequence[ImageError | None]) -> list[str | None]:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
-from resnet_serve.image_checks import ImageError, check_pixels, inspect_image
+from resnet_serve.image_checks import ImageError, ImageInfo, check_pixels, inspect_image
 from resnet_serve.options import from_parameters, option, to_parameters
 
 EXIF_ORIENTATION = 0x0112
@@ -62,14 +62,21 @@ class PreprocessOptions:
         return from_parameters(cls, params)
 
 
-def open_checked(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
+def open_checked(
+    data: bytes, options: PreprocessOptions = PreprocessOptions(), info: ImageInfo | None = None
+) -> Image.Image:
     """Check the bytes (image_checks: format, completeness, every frame's size), then open the
-    header with the one Pillow plugin of that format; no pixel is decoded."""
+    header with the one Pillow plugin of that format; no pixel is decoded.
+
+    ``info`` is the bytes' :func:`inspect_image` result where the caller already checked them (a
+    served batch screens every image before decoding): they are not walked a second time.
+    """
     if not data:
         raise ImageError("empty image")
     if len(data) > options.max_image_bytes:
         raise ImageError(f"{len(data)} bytes exceeds the limit of {options.max_image_bytes}")
-    info = inspect_image(data)
+    if info is None:
+        info = inspect_image(data)
     check_pixels(info, options.max_pixels)
     try:
         with warnings.catch_warnings():
@@ -99,9 +106,11 @@ def exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def decode_rgb(data: bytes, options: PreprocessOptions = PreprocessOptions()) -> Image.Image:
+def decode_rgb(
+    data: bytes, options: PreprocessOptions = PreprocessOptions(), info: ImageInfo | None = None
+) -> Image.Image:
     """Decode encoded image bytes into an RGB image, refusing oversized or broken input."""
-    image = open_checked(data, options)
+    image = open_checked(data, options, info)
     try:
         if options.jpeg_draft and image.format == "JPEG":
             _draft_for_resize(image, options.resize)
@@ -179,12 +188,15 @@ def normalize_into(image: Image.Image, out: np.ndarray) -> np.ndarray:
 
 
 def preprocess_image(
-    data: bytes, options: PreprocessOptions = PreprocessOptions(), out: np.ndarray | None = None
+    data: bytes,
+    options: PreprocessOptions = PreprocessOptions(),
+    out: np.ndarray | None = None,
+    info: ImageInfo | None = None,
 ) -> np.ndarray:
-    """One encoded image -> float32 [3, crop, crop]."""
+    """One encoded image -> float32 [3, crop, crop] (``info``: as :func:`open_checked`)."""
     if out is None:
         out = np.empty((3, options.crop, options.crop), dtype=np.float32)
-    return normalize_into(resize_and_crop(decode_rgb(data, options), options.resize, options.crop), out)
+    return normalize_into(resize_and_crop(decode_rgb(data, options, info), options.resize, options.crop), out)
 
 
 def rows_to_bytes(batch: np.ndarray, lengths: Sequence[int] | None = None) -> list[bytes]:
@@ -205,18 +217,19 @@ def preprocess_batch(
     images: Sequence[bytes],
     options: PreprocessOptions = PreprocessOptions(),
     executor: Executor | None = None,
+    infos: Sequence[ImageInfo | None] | None = None,
 ) -> tuple[np.ndarray, list[ImageError | None]]:
     """Preprocess many images into one preallocated [N, 3, crop, crop] array.
 
     Returns the array and one entry per image: ``None`` when it worked, else the ImageError (its
     slot in the array is left undefined). Work spreads over ``executor`` when given; Pillow releases
-    the GIL while decoding and resizing.
+    the GIL while decoding and resizing. ``infos``: each image's checked structure, where known.
     """
     out = np.empty((len(images), 3, options.crop, options.crop), dtype=np.float32)
 
     def run(index: int) -> ImageError | None:
         try:
-            preprocess_image(images[index], options, out[index])
+            preprocess_image(images[index], options, out[index], infos[index] if infos else None)
         except ImageError as exc:
             # Without its traceback: the frames would hold this image's bytes and pixels in a reference
             # cycle until the garbage collector ran (measured: a stub kept ~1 GB after a flood of errors).

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from resnet_serve.contract import IMAGENET_MEAN, IMAGENET_STD
 from resnet_serve.gpu_decode import make_decoders
+from resnet_serve.image_checks import ImageInfo
 from resnet_serve.preprocess import (
     ImageError,
     PreprocessOptions,
@@ -96,21 +97,21 @@ class GpuPreprocessor:
         self.device, self.dtype, self.options = torch.device(device), dtype, options or PreprocessOptions()
         self.decoders = make_decoders(self.device, decoder)
 
-    def _cpu_decode(self, data: bytes) -> _Decoded:
+    def _cpu_decode(self, data: bytes, info: ImageInfo | None) -> _Decoded:
         try:
-            rgb = np.array(decode_rgb(data, self.options))  # writable, for torch
+            rgb = np.array(decode_rgb(data, self.options, info))  # writable, for torch
         except ImageError as exc:
             return _Decoded(error=exc.with_traceback(None))  # no frames holding the bytes (preprocess_batch)
         return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
 
-    def _decode(self, images: Sequence[bytes]) -> list[_Decoded]:
+    def _decode(self, images: Sequence[bytes], infos: Sequence[ImageInfo | None]) -> list[_Decoded]:
         decoded: list[_Decoded] = [_Decoded() for _ in images]
         jpegs: list[int] = []
         jpeg_pixels = 0
         orientations: dict[int, int] = {}
         for index, data in enumerate(images):
             try:
-                header = open_checked(data, self.options)
+                header = open_checked(data, self.options, infos[index])
             except ImageError as exc:
                 decoded[index].error = exc.with_traceback(None)
                 continue
@@ -122,20 +123,23 @@ class GpuPreprocessor:
                 if self.options.exif_transpose:
                     orientations[index] = exif_orientation(header)
             else:
-                decoded[index] = self._cpu_decode(data)
+                decoded[index] = self._cpu_decode(data, infos[index])
         if jpegs:
             decode = self.decoders.for_batch(jpeg_pixels)
             for index, pixels in zip(jpegs, decode([images[i] for i in jpegs]), strict=True):
                 if pixels is None:
-                    decoded[index] = self._cpu_decode(images[index])  # the GPU refused it: Pillow decides
+                    decoded[index] = self._cpu_decode(images[index], infos[index])  # the GPU refused it: Pillow decides
                 else:
                     decoded[index].pixels = orient(pixels, orientations.get(index, 1))
         return decoded
 
-    def __call__(self, images: Sequence[bytes]) -> tuple[torch.Tensor, list[ImageError | None]]:
+    def __call__(
+        self, images: Sequence[bytes], infos: Sequence[ImageInfo | None] | None = None
+    ) -> tuple[torch.Tensor, list[ImageError | None]]:
+        """``infos``: each image's checked structure where known (``preprocess.open_checked``)."""
         crop = self.options.crop
         out = torch.empty((len(images), 3, crop, crop), device=self.device, dtype=self.dtype)
-        decoded = self._decode(images)
+        decoded = self._decode(images, infos or [None] * len(images))
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, item in enumerate(decoded):
             if item.pixels is not None:

@@ -72,15 +72,22 @@ def add_repository_options(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, PreprocessOptions)
 
 
-def repository_spec(args: argparse.Namespace, *, model_file: Path, classifier: str, profile: str = "ours"):
-    """The RepositorySpec of the options :func:`add_repository_options` added, plus these values."""
+def repository_spec(args: argparse.Namespace, *, model_file: Path, classifier: str, profile: str = "ours", **overrides):
+    """The RepositorySpec of the options :func:`add_repository_options` added, plus these values
+    (``overrides`` replace options, e.g. ``precision="int8"`` for ``repo --int8``)."""
     from resnet_serve.options import from_arguments
     from resnet_serve.preprocess import PreprocessOptions
     from resnet_serve.repository import RepositorySpec
 
     preprocess = from_arguments(PreprocessOptions, args)
     return from_arguments(
-        RepositorySpec, args, model_file=Path(model_file), classifier=classifier, profile=profile, preprocess=preprocess
+        RepositorySpec,
+        args,
+        model_file=Path(model_file),
+        classifier=classifier,
+        profile=profile,
+        preprocess=preprocess,
+        **overrides,
     )
 
 

@@ -95,10 +95,12 @@ def run(args: argparse.Namespace) -> int:
     from resnet_serve.repository import read_marker, write_repository
 
     classifier = chosen_classifier(args)
-    if args.int8:
-        args.precision = "int8"
     spec = repository_spec(
-        args, model_file=chosen_model_file(args, classifier), classifier=classifier, profile=args.profile
+        args,
+        model_file=chosen_model_file(args, classifier),
+        classifier=classifier,
+        profile=args.profile,
+        **({"precision": "int8"} if args.int8 else {}),
     )
     with step(f"Writing model repository {args.output} (classifier {spec.classifier_name}, model {spec.model_file})"):
         write_repository(args.output, spec)

@@ -28,7 +28,7 @@ class TritonPythonModel:
         gathered = gather_images(
             requests, self._image_tensor, self.input_name, options, self._lengths, self.lengths_name
         )
-        batch, image_errors = self.preprocess(gathered.images)
+        batch, image_errors = self.preprocess(gathered.images, gathered.infos)
         logits = self.classifier(batch).cpu().numpy() if gathered.images else None
         errors = request_errors(gathered, image_errors)
         return responses(pb_utils, self.output_name, logits, gathered.slices, errors)

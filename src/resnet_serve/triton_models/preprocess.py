@@ -26,7 +26,7 @@ class TritonPythonModel:
         gathered = gather_images(
             requests, self._image_tensor, self.input_name, self.options, self._lengths, self.lengths_name
         )
-        batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool)
+        batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool, gathered.infos)
         return responses(pb_utils, self.output_name, batch, gathered.slices, request_errors(gathered, image_errors))
 
     def _image_tensor(self, request):

@@ -28,7 +28,7 @@ class TritonPythonModel:
         gathered = gather_images(
             requests, self._image_tensor, self.input_name, options, self._lengths, self.lengths_name
         )
-        batch, image_errors = self.preprocess(gathered.images)
+        batch, image_errors = self.preprocess(gathered.images, gathered.infos)
         torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
         errors = request_errors(gathered, image_errors)
         return responses(pb_utils, self.output_name, batch, gathered.slices, errors, as_tensor=_dlpack_tensor)
