@@ -171,23 +171,22 @@ def main() -> None:
     one, every = "0", ",".join(str(gpu) for gpu in range(torch.cuda.device_count()))
     count = torch.cuda.device_count()
     # (name, setup, images per request, concurrencies, repository overrides)
-    runs = [
+    runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
-        ("fused-gpu-x8", "fused-gpu", 8, concurrencies[:4], {"gpus": one}),
+        ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one}),
         ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:4], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
-        ("gpu-x8", "gpu", 8, concurrencies[2:4], {"gpus": one}),
+        ("gpu-x8", "gpu", 8, concurrencies[2:5], {"gpus": one}),
         ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
-    for instances in (2, 3, 4):  # fused instances per GPU: decode of one batch beside another's classifier
+    for instances in (1, 2, 3):  # fused instances per GPU: decode of one batch beside another's classifier
         more = {"gpus": one, "preprocess_instances": instances}
         runs += [(f"fused-{instances}inst", "fused-gpu", 1, concurrencies, more),
                  (f"fused-{instances}inst-x8", "fused-gpu", 8, concurrencies[2:5], more)]  # fmt: skip
     if count > 1:
-        two = {"preprocess_instances": 2}
         runs += [
-            (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:5], {"gpus": every}),
-            (f"fused-{count}gpu-2inst-x8", "fused-gpu", 8, concurrencies[3:6], {**two, "gpus": every}),
-            (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:5], {"gpus": every}),
+            (f"fused-{count}gpu", "fused-gpu", 1, concurrencies[4:], {"gpus": every}),
+            (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:6], {"gpus": every}),
+            (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:6], {"gpus": every}),
         ]
     if args.runs:
         runs = [run for run in runs if run[0] in args.runs.split(",")]
