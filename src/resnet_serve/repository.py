@@ -83,7 +83,7 @@ CLASSIFIERS: dict[str, Classifier] = {
 # its per-request Python work and nvJPEG's CPU-side decoding leave the GPU idle between executions;
 # several instances (processes) overlap them. Measured on one H200, fused, 500x375 JPEG, best img/s
 # (benchmarks/RESULTS.md): 1 image/request 2,336 / 4,636 / 6,452 with 1 / 2 / 4 instances; 8
-# images/request 8,624 / 8,102 with 3 / 4.
+# images/request 8,624 / 8,102 with 3 / 4 (within run-to-run noise), so 4 for the 1-image case.
 GPU_IMAGE_INSTANCES = 4
 
 
