@@ -114,14 +114,15 @@ def test_soak_script_short_run(repository, tmp_path):
     out = tmp_path / "soak.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--repository", str(repository),
-         "--minutes", "1", "--window", "10", "--concurrency", "4", "--max-rss-growth", "0.10",
+         "--minutes", "1", "--window", "10", "--concurrency", "4", "--max-growth", "0.10",
          "--json", str(out), "--image", os.environ.get("RESNET_SERVE_TEST_DATA", str(ROOT.parent / "shared/data"))],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(out.read_text())
     assert summary["failed_requests"] == 0 and len(summary["windows"]) == 6
-    assert all(row["img_per_s"] > 0 and row["rss_mb"] > 100 for row in summary["windows"])
+    assert all(row["img_per_s"] > 0 and row["memory_mb"] > 100 for row in summary["windows"])
+    assert all(0 < row["shm_regions_mb"] < row["memory_mb"] <= row["rss_mb"] for row in summary["windows"])
     assert set(summary["windows"][0]["by_process"]) == {"tritonserver", "preprocess_0_0", "resnet50_ort_0_0"}
 
 
