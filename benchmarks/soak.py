@@ -37,7 +37,7 @@ def server_memory_mb(server: TritonServer) -> dict:
     ``memory``: resident memory with each page counted once (the goal is measured on this): every
     process's resident memory except its shared memory, plus the server's Python-backend regions in
     /dev/shm (their allocated pages). Why not summed RSS: tritonserver and the stubs map a region
-    again each time it grows, and RSS counts a page once per mapping: in a 30-minute soak
+    again each time it grows, and RSS counts a page once per mapping: 8 minutes into a soak,
     tritonserver held 32 mappings of a 50 MiB region (638 MiB mapped, RssShmem 306 MiB), so summed
     RSS rose in +49 MB steps while /dev/shm held 70 MiB throughout and PSS stayed flat.
     ``rss``: resident memory summed over the processes. ``pss``: shared pages split between their
