@@ -54,15 +54,23 @@ def report_openvino_precisions(fp32_model: Path, int8_model: Path | None, batch:
     from resnet_serve.openvino_classifier import cpu_capabilities
     from resnet_serve.progress import say
 
-    if "BF16" in cpu_capabilities():
-        say(openvino_agreement(fp32_model, fp32_model, "bf16", batch).summary(f"OpenVINO bf16 ({what})"))
-    if int8_model is not None:
-        say(openvino_agreement(fp32_model, int8_model, "int8", batch).summary(f"OpenVINO int8 ({what})"))
+    candidates = [("bf16", fp32_model)] if "BF16" in cpu_capabilities() else []
+    candidates += [("int8", int8_model)] if int8_model is not None else []
+    if not candidates:
+        return
+    reference = openvino_logits(fp32_model, "fp32", batch)  # once for both
+    for precision, model_file in candidates:
+        result = logit_agreement(reference, openvino_logits(model_file, precision, batch))
+        say(result.summary(f"OpenVINO {precision} ({what})"))
 
 
 def openvino_agreement(fp32_model: Path, model_file: Path, precision: str, batch: np.ndarray) -> LogitAgreement:
     """OpenVINO at ``precision`` on ``model_file`` against OpenVINO fp32 on ``fp32_model``, on a preprocessed batch."""
+    return logit_agreement(openvino_logits(fp32_model, "fp32", batch), openvino_logits(model_file, precision, batch))
+
+
+def openvino_logits(model_file: Path, precision: str, batch: np.ndarray) -> np.ndarray:
+    """Logits of OpenVINO at ``precision`` on ``model_file`` for a preprocessed batch."""
     from resnet_serve.openvino_classifier import OpenVinoClassifier
 
-    reference = OpenVinoClassifier(model_file=fp32_model, precision="fp32")(batch)
-    return logit_agreement(reference, OpenVinoClassifier(model_file=model_file, precision=precision)(batch))
+    return OpenVinoClassifier(model_file=model_file, precision=precision)(batch)

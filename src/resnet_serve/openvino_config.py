@@ -24,6 +24,8 @@ PYTHON = "openvino"
 NATIVE = "openvino_native"
 # Classifier kinds whose precision is fixed by the model file: fp32, or int8 for a quantized one.
 FILE_PRECISION_KINDS = ("ort", "onnx")
+# The model's names in a version directory.
+ONNX_FILE, IR_FILE, IR_WEIGHTS_FILE = "model.onnx", "model.xml", "model.bin"
 
 
 def serving_precision(classifier: str, requested: str, capabilities: Collection[str] | None = None) -> str:
@@ -86,5 +88,10 @@ def in_process_classifier(spec) -> Callable[[np.ndarray], np.ndarray]:
 def model_files(model_file: Path) -> list[tuple[Path, str]]:
     """(source, name in the version directory) of a model: ``model.onnx``, or ``model.xml`` + ``model.bin``."""
     if model_file.suffix == ".xml":
-        return [(model_file, "model.xml"), (model_file.with_suffix(".bin"), "model.bin")]
-    return [(model_file, "model.onnx")]
+        return [(model_file, IR_FILE), (model_file.with_suffix(".bin"), IR_WEIGHTS_FILE)]
+    return [(model_file, ONNX_FILE)]
+
+
+def installed_model_file(version: Path) -> Path:
+    """The model :func:`model_files` put in a version directory: the IR when there is one, else the ONNX file."""
+    return version / IR_FILE if (version / IR_FILE).is_file() else version / ONNX_FILE

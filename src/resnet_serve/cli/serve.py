@@ -98,12 +98,9 @@ def run(args: argparse.Namespace) -> int:
     )
     server = TritonServer(settings, binary=find_server(args), log_path=Path(args.log_file).resolve())
 
-    def ready() -> bool:  # what probes see: Triton's own readiness stays 200 after the ensemble is unloaded
-        return server.is_ready() and server.is_ready(ENSEMBLE_NAME)
-
     # SIGINT/SIGTERM: while starting, interrupt (start() stops what it started); once serving, drain and stop.
     stop = threading.Event()
-    with _on_signals(_interrupt), StatusFront(host, args.metrics_port, ready, server.metrics_url) as front:
+    with _on_signals(_interrupt), StatusFront(host, args.metrics_port, server.is_serving, server.metrics_url) as front:
         try:
             with step(f"Starting tritonserver ({server.binary.executable})"):
                 server.start(args.timeout)

@@ -157,12 +157,17 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def is_serving(self) -> bool:
+        """The server AND the ensemble answer ready (Triton's own readiness stays 200 after the
+        ensemble is unloaded): what a client, or a probe, needs."""
+        return self.is_ready() and self.is_ready(ENSEMBLE_NAME)
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
-            if self.is_ready() and self.is_ready(ENSEMBLE_NAME):
+            if self.is_serving():
                 return
             time.sleep(0.2)
         raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n{self.log_tail()}")

@@ -67,7 +67,8 @@ class StubWatch:
             self.models.setdefault(pid, procfs.stub_model(pid))
 
     def problem(self) -> str | None:
-        """Why the server must be recovered, or None."""
+        """Why the server must be recovered, or None; ``dead_model`` names the crashed model, if any."""
+        self.dead_model = None
         process = self.server.process
         if process is not None and process.poll() is not None:
             return f"tritonserver exited by itself (code {process.returncode})"

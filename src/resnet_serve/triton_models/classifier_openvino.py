@@ -14,6 +14,7 @@ import triton_python_backend_utils as pb_utils
 from resnet_serve.batching import request_slices, responses
 from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
 from resnet_serve.openvino_classifier import OpenVinoClassifier
+from resnet_serve.openvino_config import installed_model_file
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 
 
@@ -22,9 +23,8 @@ class TritonPythonModel:
         params = config_parameters(args)
         (self.input_name,), (self.output_name,) = tensor_names(args)
         version = Path(args["model_repository"]) / args["model_version"]
-        model_file = version / "model.xml" if (version / "model.xml").is_file() else version / "model.onnx"
         self.classify = OpenVinoClassifier(
-            model_file=model_file,
+            model_file=installed_model_file(version),
             precision=params.get("precision", "fp32"),
             threads=int_parameter(params, "threads", 0),
             max_run_batch=int_parameter(params, "max_run_batch", DEFAULT_MAX_RUN_BATCH),
