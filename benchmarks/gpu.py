@@ -124,6 +124,15 @@ class GpuBusy:
         return [round(sum(column) / len(column), 1) for column in zip(*self.samples, strict=True)]
 
 
+def mps_running() -> bool:
+    """Whether an MPS control daemon serves this machine: then every instance's CUDA context shares
+    the GPU at once instead of taking turns in time slices (docs/DEPLOY.md). Matched by process
+    name, which Linux cuts to 15 characters (a command-line match also finds the shell that started it)."""
+    import subprocess
+
+    return subprocess.run(["pgrep", "-x", "nvidia-cuda-mps"], capture_output=True).returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -134,6 +143,7 @@ def main() -> None:
     parser.add_argument("--queue-delay-us", type=int, default=2000)
     parser.add_argument("--skip-sweeps", action="store_true")
     parser.add_argument("--runs", help="only these served runs, by name, comma-separated (default: all)")
+    parser.add_argument("--instances", default="1,2,3", help="fused-<n>inst runs: instances per GPU to compare")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = ROOT / "build" / "gpu"
@@ -155,7 +165,8 @@ def main() -> None:
     small = (work / "images" / "mug_500x375.jpg").read_bytes()
     mug = (work / "images" / "mug.jpg").read_bytes()
 
-    report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "mps": mps_running()}
+    print(f"{report['device']}; CUDA MPS daemon running: {report['mps']}", flush=True)
     report["classifier_img_per_s"] = classifier_ceiling(weights)
     report["nvjpeg_preprocess_img_per_s"] = decode_ceiling([small])
     report["nvjpeg_preprocess_mug_img_per_s"] = decode_ceiling([mug], batch=64)
@@ -174,11 +185,13 @@ def main() -> None:
     runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
         ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one}),
-        ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:4], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
+        ("fused-nvimg", "fused-gpu", 1, concurrencies[3:], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
+        ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
         ("gpu-x8", "gpu", 8, concurrencies[2:5], {"gpus": one}),
         ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
-    for instances in (1, 2, 3):  # fused instances per GPU: decode of one batch beside another's classifier
+    # fused instances per GPU: decode of one batch beside another's classifier
+    for instances in [int(n) for n in args.instances.split(",")]:
         more = {"gpus": one, "preprocess_instances": instances}
         runs += [(f"fused-{instances}inst", "fused-gpu", 1, concurrencies, more),
                  (f"fused-{instances}inst-x8", "fused-gpu", 8, concurrencies[2:5], more)]  # fmt: skip

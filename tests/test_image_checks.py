@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import hostile_payloads as hp
+from resnet_serve import image_checks
 from resnet_serve.batching import checked_lengths, gather_images, request_errors
 from resnet_serve.client import image_lengths, pack_images
 from resnet_serve.image_checks import ImageError, check_pixels, decoded_pixels, inspect_image
@@ -92,6 +93,31 @@ def test_jpeg_tables_libjpeg_refuses_are_refused_before_any_decoder(bases):
             inspect_image(data)
         _, (error,) = preprocess_batch([data])
         assert error is not None, what  # and libjpeg refuses it too: the check only moves the refusal earlier
+
+
+def test_remembered_table_checks_answer_the_same_bytes_the_same_way(bases):
+    jpeg = bases["jpeg"]
+    huffman = _segment(jpeg, 0xC4)
+    good_body = jpeg[huffman + 4 : huffman + 2 + int.from_bytes(jpeg[huffman + 2 : huffman + 4], "big")]
+    bad = _patched(jpeg, huffman + 5, 0xFF)  # 255 codes of length 1
+    for data in (jpeg, bad, jpeg, bad):  # the second time each answer comes from the remembered check
+        if data is bad:
+            with pytest.raises(ImageError, match="bogus Huffman table definition"):
+                inspect_image(data)
+        else:
+            assert inspect_image(data).format == "JPEG"
+
+    def with_tables(body: bytes) -> bytes:  # one more DHT segment before the scan (tables may be redefined)
+        scan = _segment(jpeg, 0xDA)
+        return jpeg[:scan] + b"\xff\xc4" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[scan:]
+
+    large = good_body * (2049 // len(good_body) + 1)  # over the size whose answers are remembered
+    remembered = image_checks._remembered_table_problem.cache_info().currsize
+    assert inspect_image(with_tables(large)).format == "JPEG"
+    assert image_checks._remembered_table_problem.cache_info().currsize == remembered  # memory stays bounded
+    broken_large = large[: -len(good_body)] + bytes([good_body[0], 0xFF]) + good_body[2:]
+    with pytest.raises(ImageError, match="bogus Huffman table definition"):
+        inspect_image(with_tables(broken_large))
 
 
 def test_formats_outside_the_allow_list_are_refused(mug_image):

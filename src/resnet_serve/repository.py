@@ -84,6 +84,8 @@ CLASSIFIERS: dict[str, Classifier] = {
 # several instances (processes) overlap them. Measured on one H200, fused, 500x375 JPEG, best img/s
 # (benchmarks/RESULTS.md): 1 image/request 2,336 / 4,636 / 6,452 with 1 / 2 / 4 instances; 8
 # images/request 8,624 / 8,102 with 3 / 4 (within run-to-run noise), so 4 for the 1-image case.
+# More pay only under an MPS daemon (one H100, 8 images/request: 8 instances 10,304 img/s with MPS,
+# 7,388 without; docs/DEPLOY.md), which is the host's choice, and MPS costs p99 at moderate load.
 GPU_IMAGE_INSTANCES = 4
 
 
