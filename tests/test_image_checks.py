@@ -15,8 +15,10 @@ from resnet_serve.batching import checked_lengths, gather_images, request_errors
 from resnet_serve.client import image_lengths, pack_images
 from resnet_serve.image_checks import ImageError, check_pixels, decoded_pixels, inspect_image
 from resnet_serve.preprocess import (
+    EXIF_ORIENTATION,
     PreprocessOptions,
     exif_orientation,
+    open_checked,
     preprocess_batch,
     preprocess_image,
     rows_to_bytes,
@@ -118,6 +120,58 @@ def test_remembered_table_checks_answer_the_same_bytes_the_same_way(bases):
     broken_large = large[: -len(good_body)] + bytes([good_body[0], 0xFF]) + good_body[2:]
     with pytest.raises(ImageError, match="bogus Huffman table definition"):
         inspect_image(with_tables(broken_large))
+
+
+def _with_segment(jpeg: bytes, marker: int, body: bytes) -> bytes:
+    """``jpeg`` with one more segment right after SOI."""
+    return jpeg[:2] + bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def _pillow_header(data: bytes) -> tuple[str, tuple[int, int], int] | None:
+    """What Pillow's header parse finds (mode, size, EXIF orientation), None where it refuses."""
+    try:
+        image = open_checked(data)
+    except ImageError:
+        return None
+    return image.mode, image.size, exif_orientation(image)
+
+
+def test_plain_jpegs_are_ones_pillow_opens_upright_in_grey_or_rgb(bases):
+    # The GPU path skips Pillow's header parse for plain JPEGs (preprocess.opens_plain), so plainness
+    # must imply what that parse would find. Checked against Pillow itself, on header bit flips too.
+    jpegs = {name: data for name, data in bases.items() if name.startswith("jpeg")}
+    assert all(inspect_image(data).plain for data in jpegs.values())
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    jpeg = jpegs["jpeg"]
+    frame = _segment(jpeg, 0xC0)
+    not_plain = {
+        "EXIF": _with_segment(jpeg, 0xE1, b"Exif\x00\x00" + exif.tobytes()),
+        "ICC profile": _with_segment(jpeg, 0xE2, b"ICC_PROFILE\x00\x01\x01" + bytes(128)),
+        "Adobe": _with_segment(jpeg, 0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x00"),
+        "short JFIF": _with_segment(jpeg, 0xE0, b"JFIF\x00"),
+        "12-bit": _patched(jpeg, frame + 4, 12),
+        "CMYK": hp.encode(Image.new("CMYK", (40, 30), (10, 20, 30, 40)), "JPEG"),
+    }
+    for what, data in not_plain.items():
+        assert not inspect_image(data).plain, what
+    rng = np.random.default_rng(19)
+    checked = 0
+    for index in range(3000):
+        base = list(jpegs.values())[index % len(jpegs)]
+        header_end = base.index(b"\xff\xda") + 14
+        flipped = bytearray(base)
+        for position in rng.integers(2, header_end, int(rng.integers(1, 4))):
+            flipped[position] ^= 1 << int(rng.integers(0, 8))
+        try:
+            info = inspect_image(bytes(flipped))
+        except ImageError:
+            continue
+        if info.plain:
+            checked += 1
+            found = _pillow_header(bytes(flipped))
+            assert found is not None and found[0] in ("L", "RGB") and found[1:] == (info.size, 1), bytes(flipped)
+    assert checked > 100  # enough survivors to mean something
 
 
 def test_formats_outside_the_allow_list_are_refused(mug_image):

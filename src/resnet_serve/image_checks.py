@@ -42,6 +42,7 @@ class ImageInfo:
     format: str  # one of ALLOWED_FORMATS
     end: int  # bytes the image occupies; what follows is not part of it
     frames: tuple[tuple[int, int], ...]  # (width, height) of every frame, canvas and embedded bitstream
+    plain: bool = False  # a JPEG with nothing in its header but the picture (see _plain_jpeg)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -272,8 +273,41 @@ def _table_problem(marker: int, body: bytes) -> str | None:
     return _remembered_table_problem(marker, body)
 
 
+# Segments a decoder reads as tables or not at all, and Pillow's header parse stores without reading:
+# tables, restart interval, comments, APP0 (JFIF: checked whole) and APP3-12, APP15. EXIF and XMP
+# (APP1), ICC and MPF (APP2), Photoshop (APP13), Adobe (APP14) and the rarer markers are not plain.
+_PLAIN_SEGMENTS = frozenset((0xC4, 0xDB, 0xDD, 0xFE, 0xE0, *range(0xE3, 0xED), 0xEF))
+_PLAIN_FRAMES = frozenset((0xC0, 0xC1, 0xC2))  # Huffman-coded baseline, extended, progressive
+_JFIF_BYTES = 14  # identifier, version, units, densities, thumbnail size
+
+
+def _plain_jpeg(data: bytes, header: list[tuple[int, int, int]]) -> bool:
+    """Whether the segments before the first scan (marker, body start, body end) describe only the
+    picture: one 8-bit Huffman frame of 1 or 3 components in grey or YCbCr, and plain segments.
+    Such a file has no EXIF orientation, colour profile or colour transform, and holds nothing that
+    Pillow's header parse refuses (other bit depths and component counts, a short JFIF segment,
+    markers it does not know), so any JPEG decoder reads it as Pillow does."""
+    frames = [(marker, start) for marker, start, _ in header if marker in _JPEG_SOF]
+    if len(frames) != 1 or frames[0][0] not in _PLAIN_FRAMES:
+        return False
+    jfif = False
+    for marker, start, end in header:
+        if marker not in _PLAIN_SEGMENTS and marker not in _PLAIN_FRAMES:
+            return False
+        if marker == 0xE0 and data.startswith(b"JFIF", start):
+            if end - start < _JFIF_BYTES:
+                return False
+            jfif = True
+    start = frames[0][1]
+    precision, count = data[start], data[start + 5]
+    ids = bytes(data[start + 6 + 3 * index] for index in range(count))
+    return precision == 8 and (count == 1 or (count == 3 and (jfif or ids != b"RGB")))  # libjpeg: RGB ids mean RGB
+
+
 def _walk_jpeg(data: bytes) -> ImageInfo:
     frames: list[tuple[int, int]] = []
+    header: list[tuple[int, int, int]] = []  # segments before the first scan: marker, body start, body end
+    scanned = False
     sof = sof_marker = scan_bytes = 0
     pos, size = 2, len(data)
     while True:
@@ -291,8 +325,10 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             if not frames:
                 raise ImageError("corrupt JPEG: no frame header before the end-of-image marker")
             _check_jpeg_scan_size(data, sof, sof_marker, scan_bytes)
-            return ImageInfo("JPEG", pos, tuple(frames))
+            return ImageInfo("JPEG", pos, tuple(frames), plain=scanned and _plain_jpeg(data, header))
         if marker in _JPEG_STANDALONE:
+            if not scanned:
+                header.append((marker, pos, pos))
             continue
         if marker in (0x00, 0xD8):
             raise ImageError(f"corrupt JPEG: unexpected marker 0xff{marker:02x} at byte {pos - 2}")
@@ -317,6 +353,10 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             problem = _JPEG_TABLE_CHECKS.get(marker, _no_check)(body, data, sof)
         if problem:
             raise ImageError(f"corrupt JPEG: {problem} in segment 0xff{marker:02x} at byte {pos - 2}")
+        if marker == 0xDA:
+            scanned = True
+        elif not scanned:
+            header.append((marker, pos + 2, pos + length))
         pos += length
         if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
             if not frames:

@@ -62,11 +62,11 @@ class PreprocessOptions:
         return from_parameters(cls, params)
 
 
-def open_checked(
+def checked_info(
     data: bytes, options: PreprocessOptions = PreprocessOptions(), info: ImageInfo | None = None
-) -> Image.Image:
-    """Check the bytes (image_checks: format, completeness, every frame's size), then open the
-    header with the one Pillow plugin of that format; no pixel is decoded.
+) -> ImageInfo:
+    """The checks of :func:`open_checked` made without Pillow: bytes present and within the limit,
+    their structure (image_checks: format, completeness) and every frame's size.
 
     ``info`` is the bytes' :func:`inspect_image` result where the caller already checked them (a
     served batch screens every image before decoding): they are not walked a second time.
@@ -78,6 +78,25 @@ def open_checked(
     if info is None:
         info = inspect_image(data)
     check_pixels(info, options.max_pixels)
+    return info
+
+
+def opens_plain(info: ImageInfo) -> bool:
+    """Whether :func:`open_checked` would open these checked bytes as an upright 8-bit grey or RGB
+    JPEG of ``info.size``, so a JPEG decoder may take them without Pillow reading the header first:
+    image_checks found nothing in the header but the picture (``ImageInfo.plain``: no EXIF, colour
+    profile or colour transform), and the size is within Pillow's decompression-bomb limit."""
+    width, height = info.size
+    bomb = Image.MAX_IMAGE_PIXELS
+    return info.plain and (bomb is None or width * height <= 2 * bomb)
+
+
+def open_checked(
+    data: bytes, options: PreprocessOptions = PreprocessOptions(), info: ImageInfo | None = None
+) -> Image.Image:
+    """Check the bytes (:func:`checked_info`), then open the header with the one Pillow plugin of
+    that format; no pixel is decoded. ``info``: as :func:`checked_info`."""
+    info = checked_info(data, options, info)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

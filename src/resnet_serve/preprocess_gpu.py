@@ -4,8 +4,9 @@ The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` 
 bilinear filtering, centre crop, ImageNet normalization, EXIF orientation honoured), computed on a
 CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.gpu_decode`);
 other formats, and JPEGs the GPU decoder refuses (CMYK, some progressive files), decode on the CPU with
-Pillow and are uploaded. Headers are checked on the CPU first (``open_checked``, the one place for the
-refusal rules), so size limits hold before any pixel is decoded.
+Pillow and are uploaded. Every image is checked on the CPU first with the CPU path's rules and words
+(``checked_info``, then ``open_checked`` unless image_checks found a plain JPEG, whose header Pillow
+would read as an upright grey or RGB picture), so size limits hold before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from resnet_serve.image_checks import ImageInfo
 from resnet_serve.preprocess import (
     ImageError,
     PreprocessOptions,
+    checked_info,
     crop_origin,
     decode_rgb,
     exif_orientation,
     open_checked,
+    opens_plain,
     resized_size,
 )
 
@@ -104,6 +107,21 @@ class GpuPreprocessor:
             return _Decoded(error=exc.with_traceback(None))  # no frames holding the bytes (preprocess_batch)
         return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
 
+    def _gpu_jpeg(self, data: bytes, info: ImageInfo | None) -> tuple[ImageInfo, int | None]:
+        """Check ``data`` as the CPU path does (ImageError, in its words); return its structure and,
+        for a JPEG the GPU decodes, its EXIF orientation (None: the CPU decodes it)."""
+        info = checked_info(data, self.options, info)
+        if opens_plain(info):  # Pillow's header parse would find an upright grey/RGB JPEG: skip it
+            (width, height), orientation = info.size, 1
+        else:
+            header = open_checked(data, self.options, info)
+            if header.format != "JPEG" or header.mode not in ("RGB", "L"):
+                return info, None
+            (width, height) = header.size
+            orientation = exif_orientation(header) if self.options.exif_transpose else 1
+        too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
+        return info, None if too_long else orientation
+
     def _decode(self, images: Sequence[bytes], infos: Sequence[ImageInfo | None]) -> list[_Decoded]:
         decoded: list[_Decoded] = [_Decoded() for _ in images]
         jpegs: list[int] = []
@@ -111,19 +129,16 @@ class GpuPreprocessor:
         orientations: dict[int, int] = {}
         for index, data in enumerate(images):
             try:
-                header = open_checked(data, self.options, infos[index])
+                info, orientation = self._gpu_jpeg(data, infos[index])
             except ImageError as exc:
                 decoded[index].error = exc.with_traceback(None)
                 continue
-            width, height = header.size
-            too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
-            if header.format == "JPEG" and header.mode in ("RGB", "L") and not too_long:
-                jpegs.append(index)
-                jpeg_pixels += width * height
-                if self.options.exif_transpose:
-                    orientations[index] = exif_orientation(header)
-            else:
-                decoded[index] = self._cpu_decode(data, infos[index])
+            if orientation is None:
+                decoded[index] = self._cpu_decode(data, info)
+                continue
+            jpegs.append(index)
+            jpeg_pixels += info.size[0] * info.size[1]
+            orientations[index] = orientation
         if jpegs:
             decode = self.decoders.for_batch(jpeg_pixels)
             for index, pixels in zip(jpegs, decode([images[i] for i in jpegs]), strict=True):
