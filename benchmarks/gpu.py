@@ -127,10 +127,14 @@ class GpuBusy:
 def mps_running() -> bool:
     """Whether an MPS control daemon serves this machine: then every instance's CUDA context shares
     the GPU at once instead of taking turns in time slices (docs/DEPLOY.md). Matched by process
-    name, which Linux cuts to 15 characters (a command-line match also finds the shell that started it)."""
+    name, which Linux cuts to 15 characters (a command-line match also finds the shell that started
+    it); only daemons of this process namespace, and not whether the server's pipe directory is theirs."""
     import subprocess
 
-    return subprocess.run(["pgrep", "-x", "nvidia-cuda-mps"], capture_output=True).returncode == 0
+    try:
+        return subprocess.run(["pgrep", "-x", "nvidia-cuda-mps"], capture_output=True).returncode == 0
+    except FileNotFoundError:  # no pgrep: say so rather than guess
+        return False
 
 
 def main() -> None:

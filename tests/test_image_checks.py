@@ -19,6 +19,7 @@ from resnet_serve.preprocess import (
     PreprocessOptions,
     exif_orientation,
     open_checked,
+    opens_plain,
     preprocess_batch,
     preprocess_image,
     rows_to_bytes,
@@ -102,12 +103,14 @@ def test_remembered_table_checks_answer_the_same_bytes_the_same_way(bases):
     huffman = _segment(jpeg, 0xC4)
     good_body = jpeg[huffman + 4 : huffman + 2 + int.from_bytes(jpeg[huffman + 2 : huffman + 4], "big")]
     bad = _patched(jpeg, huffman + 5, 0xFF)  # 255 codes of length 1
+    image_checks._remembered_table_problem.cache_clear()
     for data in (jpeg, bad, jpeg, bad):  # the second time each answer comes from the remembered check
         if data is bad:
             with pytest.raises(ImageError, match="bogus Huffman table definition"):
                 inspect_image(data)
         else:
             assert inspect_image(data).format == "JPEG"
+    assert image_checks._remembered_table_problem.cache_info().hits > 0
 
     def with_tables(body: bytes) -> bytes:  # one more DHT segment before the scan (tables may be redefined)
         scan = _segment(jpeg, 0xDA)
@@ -125,6 +128,16 @@ def test_remembered_table_checks_answer_the_same_bytes_the_same_way(bases):
 def _with_segment(jpeg: bytes, marker: int, body: bytes) -> bytes:
     """``jpeg`` with one more segment right after SOI."""
     return jpeg[:2] + bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def _with_rgb_component_ids(jpeg: bytes) -> bytes:
+    """``jpeg`` (3 components) with component ids R, G, B in its frame and scan headers."""
+    data = bytearray(jpeg)
+    frame, scan = _segment(jpeg, 0xC0), _segment(jpeg, 0xDA)
+    for index, component in enumerate(b"RGB"):
+        data[frame + 10 + 3 * index] = component
+        data[scan + 5 + 2 * index] = component
+    return bytes(data)
 
 
 def _pillow_header(data: bytes) -> tuple[str, tuple[int, int], int] | None:
@@ -153,8 +166,23 @@ def test_plain_jpegs_are_ones_pillow_opens_upright_in_grey_or_rgb(bases):
         "12-bit": _patched(jpeg, frame + 4, 12),
         "CMYK": hp.encode(Image.new("CMYK", (40, 30), (10, 20, 30, 40)), "JPEG"),
     }
+    second_frame = jpegs["jpeg_gray"][_segment(jpegs["jpeg_gray"], 0xC0) :]
+    rgb_ids = _with_rgb_component_ids(jpeg)
+    not_plain |= {
+        "a second frame after the scan": jpeg[:-2] + second_frame,  # libjpeg refuses; Pillow's header parse not
+        "RGB component ids, APP0 not JFIF\\0": rgb_ids[:10] + b"\x01" + rgb_ids[11:],  # libjpeg: RGB, no transform
+    }
     for what, data in not_plain.items():
         assert not inspect_image(data).plain, what
+    plain = {  # segments a decoder does not read, or reads as tables
+        "comment": _with_segment(jpeg, 0xFE, b"made by a test \xff\xff"),
+        "APP3": _with_segment(jpeg, 0xE3, b"anything"),
+        "restart interval": jpeg[:frame] + b"\xff\xdd\x00\x04\x00\x00" + jpeg[frame:],
+        "RGB component ids with JFIF": rgb_ids,  # JFIF says YCbCr, for libjpeg too
+    }
+    for what, data in plain.items():
+        info = inspect_image(data)
+        assert info.plain and _pillow_header(data) == ("RGB", info.size, 1), what
     rng = np.random.default_rng(19)
     checked = 0
     for index in range(3000):
@@ -172,6 +200,15 @@ def test_plain_jpegs_are_ones_pillow_opens_upright_in_grey_or_rgb(bases):
             found = _pillow_header(bytes(flipped))
             assert found is not None and found[0] in ("L", "RGB") and found[1:] == (info.size, 1), bytes(flipped)
     assert checked > 100  # enough survivors to mean something
+
+
+def test_a_plain_jpeg_over_pillows_bomb_limit_is_left_to_pillow(bases, monkeypatch):
+    info = inspect_image(bases["jpeg"])
+    assert opens_plain(info)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", info.size[0] * info.size[1] // 4)
+    assert not opens_plain(info)
+    with pytest.raises(ImageError, match="decompression bomb refused"):
+        open_checked(bases["jpeg"])
 
 
 def test_formats_outside_the_allow_list_are_refused(mug_image):

@@ -7,7 +7,7 @@ Two decoders with one interface (``decoder(list_of_bytes)``), chosen per batch b
 - :class:`TorchvisionDecoder`: nvJPEG through ``torchvision.io.decode_jpeg`` (deprecated in torchvision
   0.29; kept as the fallback when nvImageCodec is not installed).
 
-Callers check headers and size limits on the CPU first (``preprocess.open_checked``): these decoders
+Callers check headers and size limits on the CPU first (``preprocess_gpu.GpuPreprocessor``): these decoders
 only ever see JPEGs that passed those checks, and a None result falls back to the CPU decoder.
 """
 

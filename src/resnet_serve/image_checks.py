@@ -267,7 +267,7 @@ def _remembered_table_problem(marker: int, body: bytes) -> str | None:
 def _table_problem(marker: int, body: bytes) -> str | None:
     """The Huffman or quantization table check of ``body`` (which alone decides it), remembered for
     small segments: encoders reuse a few tables (libjpeg's standard ones at each quality), and the
-    walk of a 500x375 JPEG measured 15-25% faster with them remembered. At most 64 x 2 KiB held."""
+    walk of a 500x375 JPEG measured ~15% faster with them remembered. At most 64 x 2 KiB held."""
     if len(body) > _REMEMBERED_TABLE_BYTES:
         return _JPEG_TABLE_CHECKS[marker](body, b"", 0)
     return _remembered_table_problem(marker, body)
@@ -275,7 +275,8 @@ def _table_problem(marker: int, body: bytes) -> str | None:
 
 # Segments a decoder reads as tables or not at all, and Pillow's header parse stores without reading:
 # tables, restart interval, comments, APP0 (JFIF: checked whole) and APP3-12, APP15. EXIF and XMP
-# (APP1), ICC and MPF (APP2), Photoshop (APP13), Adobe (APP14) and the rarer markers are not plain.
+# (APP1), ICC and MPF (APP2), Photoshop (APP13), Adobe (APP14: its colour transform) and the rarer
+# markers are not plain.
 _PLAIN_SEGMENTS = frozenset((0xC4, 0xDB, 0xDD, 0xFE, 0xE0, *range(0xE3, 0xED), 0xEF))
 _PLAIN_FRAMES = frozenset((0xC0, 0xC1, 0xC2))  # Huffman-coded baseline, extended, progressive
 _JFIF_BYTES = 14  # identifier, version, units, densities, thumbnail size
@@ -283,10 +284,12 @@ _JFIF_BYTES = 14  # identifier, version, units, densities, thumbnail size
 
 def _plain_jpeg(data: bytes, header: list[tuple[int, int, int]]) -> bool:
     """Whether the segments before the first scan (marker, body start, body end) describe only the
-    picture: one 8-bit Huffman frame of 1 or 3 components in grey or YCbCr, and plain segments.
-    Such a file has no EXIF orientation, colour profile or colour transform, and holds nothing that
-    Pillow's header parse refuses (other bit depths and component counts, a short JFIF segment,
-    markers it does not know), so any JPEG decoder reads it as Pillow does."""
+    picture: the file's one frame, 8-bit, Huffman-coded, 1 or 3 components in grey or YCbCr (as
+    libjpeg decides: JFIF, or no Adobe segment and component ids other than R, G, B), and plain
+    segments. So no EXIF orientation, colour profile or colour transform, and nothing Pillow's
+    header parse refuses (other bit depths and component counts, a short JFIF segment, markers it
+    does not know): Pillow would open it upright, as L or RGB, at the frame's size. The caller
+    checks that the whole file has one frame."""
     frames = [(marker, start) for marker, start, _ in header if marker in _JPEG_SOF]
     if len(frames) != 1 or frames[0][0] not in _PLAIN_FRAMES:
         return False
@@ -294,10 +297,10 @@ def _plain_jpeg(data: bytes, header: list[tuple[int, int, int]]) -> bool:
     for marker, start, end in header:
         if marker not in _PLAIN_SEGMENTS and marker not in _PLAIN_FRAMES:
             return False
-        if marker == 0xE0 and data.startswith(b"JFIF", start):
+        if marker == 0xE0 and data.startswith(b"JFIF", start):  # Pillow reads it; libjpeg wants JFIF\0
             if end - start < _JFIF_BYTES:
                 return False
-            jfif = True
+            jfif = jfif or data[start + 4] == 0
     start = frames[0][1]
     precision, count = data[start], data[start + 5]
     ids = bytes(data[start + 6 + 3 * index] for index in range(count))
@@ -325,7 +328,7 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             if not frames:
                 raise ImageError("corrupt JPEG: no frame header before the end-of-image marker")
             _check_jpeg_scan_size(data, sof, sof_marker, scan_bytes)
-            return ImageInfo("JPEG", pos, tuple(frames), plain=scanned and _plain_jpeg(data, header))
+            return ImageInfo("JPEG", pos, tuple(frames), plain=len(frames) == 1 and _plain_jpeg(data, header))
         if marker in _JPEG_STANDALONE:
             if not scanned:
                 header.append((marker, pos, pos))
@@ -348,7 +351,7 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             frames.append((width, height))
         body = data[pos + 2 : pos + length]
         if marker in (0xC4, 0xDB):  # they depend on the body alone
-            problem = _table_problem(marker, body)
+            problem = _table_problem(marker, bytes(body))  # hashable (a bytes slice is not copied again)
         else:
             problem = _JPEG_TABLE_CHECKS.get(marker, _no_check)(body, data, sof)
         if problem:

@@ -107,7 +107,7 @@ class GpuPreprocessor:
             return _Decoded(error=exc.with_traceback(None))  # no frames holding the bytes (preprocess_batch)
         return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
 
-    def _gpu_jpeg(self, data: bytes, info: ImageInfo | None) -> tuple[ImageInfo, int | None]:
+    def _route(self, data: bytes, info: ImageInfo | None) -> tuple[ImageInfo, int | None]:
         """Check ``data`` as the CPU path does (ImageError, in its words); return its structure and,
         for a JPEG the GPU decodes, its EXIF orientation (None: the CPU decodes it)."""
         info = checked_info(data, self.options, info)
@@ -124,26 +124,27 @@ class GpuPreprocessor:
 
     def _decode(self, images: Sequence[bytes], infos: Sequence[ImageInfo | None]) -> list[_Decoded]:
         decoded: list[_Decoded] = [_Decoded() for _ in images]
+        checked = list(infos)
         jpegs: list[int] = []
         jpeg_pixels = 0
         orientations: dict[int, int] = {}
         for index, data in enumerate(images):
             try:
-                info, orientation = self._gpu_jpeg(data, infos[index])
+                checked[index], orientation = self._route(data, infos[index])
             except ImageError as exc:
                 decoded[index].error = exc.with_traceback(None)
                 continue
             if orientation is None:
-                decoded[index] = self._cpu_decode(data, info)
+                decoded[index] = self._cpu_decode(data, checked[index])
                 continue
             jpegs.append(index)
-            jpeg_pixels += info.size[0] * info.size[1]
+            jpeg_pixels += checked[index].size[0] * checked[index].size[1]
             orientations[index] = orientation
         if jpegs:
             decode = self.decoders.for_batch(jpeg_pixels)
             for index, pixels in zip(jpegs, decode([images[i] for i in jpegs]), strict=True):
-                if pixels is None:
-                    decoded[index] = self._cpu_decode(images[index], infos[index])  # the GPU refused it: Pillow decides
+                if pixels is None:  # the GPU refused it: Pillow decides
+                    decoded[index] = self._cpu_decode(images[index], checked[index])
                 else:
                     decoded[index].pixels = orient(pixels, orientations.get(index, 1))
         return decoded
@@ -151,7 +152,7 @@ class GpuPreprocessor:
     def __call__(
         self, images: Sequence[bytes], infos: Sequence[ImageInfo | None] | None = None
     ) -> tuple[torch.Tensor, list[ImageError | None]]:
-        """``infos``: each image's checked structure where known (``preprocess.open_checked``)."""
+        """``infos``: each image's checked structure where known (``preprocess.checked_info``)."""
         crop = self.options.crop
         out = torch.empty((len(images), 3, crop, crop), device=self.device, dtype=self.dtype)
         decoded = self._decode(images, infos or [None] * len(images))
