@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from hostile_payloads import base_images, bit_flips, random_bytes, truncations
 from resnet_serve.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
 from resnet_serve.gpu_placement import instance_gpu, memory_pool_args, parse_gpus
-from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_image
+from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
 from resnet_serve.torch_classifier import GraphedClassifier
@@ -63,8 +63,6 @@ def test_torch_preprocess_matches_the_cpu_reference(images):
 def test_the_gpu_path_refuses_what_the_cpu_path_refuses_in_the_same_words(mug_image, device):
     # Issue 16: the same bytes get the same outcome on both paths (nvJPEG decodes leniently, so every
     # refusal rule must run before it, in image_checks). JPEG bit flips are the lenient decoder's case.
-    from resnet_serve.preprocess import preprocess_batch
-
     bases = base_images(mug_image)
     jpegs = {name: data for name, data in bases.items() if name.startswith("jpeg")}
     sent = truncations(bases, 8) + bit_flips(jpegs, 300) + random_bytes(60)
@@ -101,6 +99,37 @@ def test_only_jpegs_with_more_than_the_picture_in_their_header_are_opened_by_pil
     for name, tensor in zip(sent, batch.numpy(), strict=True):
         difference = np.abs(tensor - preprocess_image(sent[name]))
         assert difference.mean() < PIXEL_MEAN_ATOL and difference.max() < PIXEL_MAX_ATOL, name
+
+
+def test_jpegs_libjpeg_reads_as_rgb_or_refuses_for_two_frames_are_decoded_on_the_cpu(mug_image):
+    # Which decoder the GPU path hands each JPEG to: the GPU's takes YCbCr or grey single-frame files;
+    # samples stored as RGB (Adobe transform 0, or R,G,B ids without JFIF) and a second frame are libjpeg's.
+    small = mug_image.convert("RGB").resize((48, 32))
+    jpeg = encode(small, "JPEG", quality=90)
+    app0_end = 4 + int.from_bytes(jpeg[4:6], "big")
+    frame, scan = jpeg.index(b"\xff\xc0"), jpeg.index(b"\xff\xda")
+    rgb_ids = bytearray(jpeg[:2] + jpeg[app0_end:])  # no JFIF segment
+    shift = app0_end - 2
+    for index, component in enumerate(b"RGB"):
+        rgb_ids[frame - shift + 10 + 3 * index] = component
+        rgb_ids[scan - shift + 5 + 2 * index] = component
+    adobe_rgb = jpeg[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + jpeg[2:]  # transform 0
+    gray = encode(small.convert("L"), "JPEG")
+    two_frames = jpeg[:-2] + gray[gray.index(b"\xff\xc0") :]
+    sent = {"ycbcr": jpeg, "rgb ids": bytes(rgb_ids), "adobe rgb": adobe_rgb, "two frames": two_frames}
+    reached = []
+
+    def recording_decoder(data):
+        reached.extend(data)
+        return TorchvisionDecoder(torch.device("cpu"))(data)
+
+    preprocess = GpuPreprocessor("cpu", torch.float32)
+    preprocess.decoders = DecoderChoice(recording_decoder, recording_decoder)
+    _, errors = preprocess(list(sent.values()))
+    assert reached == [sent["ycbcr"]]
+    cpu_errors = [None if error is None else str(error) for error in preprocess_batch(list(sent.values()))[1]]
+    assert [None if error is None else str(error) for error in errors] == cpu_errors
+    assert cpu_errors[3] is not None  # libjpeg refuses the second frame
 
 
 def test_torch_preprocess_reports_bad_images_alone(images):

@@ -3,10 +3,11 @@
 The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` with antialiased
 bilinear filtering, centre crop, ImageNet normalization, EXIF orientation honoured), computed on a
 CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.gpu_decode`);
-other formats, and JPEGs the GPU decoder refuses (CMYK, some progressive files), decode on the CPU with
-Pillow and are uploaded. Every image is checked on the CPU first with the CPU path's rules and words
-(``checked_info``, then ``open_checked`` unless image_checks found a plain JPEG, whose header Pillow
-would read as an upright grey or RGB picture), so size limits hold before any pixel is decoded.
+other formats, CMYK JPEGs, JPEGs whose samples libjpeg reads as RGB or that have a second frame, and
+JPEGs the GPU decoder refuses (some progressive files) decode on the CPU with Pillow and are uploaded.
+Every image is checked on the CPU first with the CPU path's rules and words (``checked_info``, then
+``open_checked`` unless image_checks found a plain JPEG, whose header Pillow would read as an upright
+grey or RGB picture), so size limits hold before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from resnet_serve.contract import IMAGENET_MEAN, IMAGENET_STD
 from resnet_serve.gpu_decode import make_decoders
@@ -81,6 +83,16 @@ def _mean_std_255(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def _rgb_coded(header: Image.Image) -> bool:
+    """A 3-component JPEG whose samples are RGB, not YCbCr, by libjpeg's rules: an Adobe segment with
+    transform 0, or without one, component ids R, G, B and no JFIF segment. The CPU decodes these."""
+    if header.mode != "RGB":
+        return False
+    if "adobe_transform" in header.info:
+        return header.info["adobe_transform"] == 0
+    return "jfif" not in header.info and bytes(layer[0] for layer in header.layer) == b"RGB"
+
+
 @dataclass
 class _Decoded:
     pixels: torch.Tensor | None = None  # uint8 [3, H, W] on the device
@@ -115,8 +127,8 @@ class GpuPreprocessor:
             (width, height), orientation = info.size, 1
         else:
             header = open_checked(data, self.options, info)
-            if header.format != "JPEG" or header.mode not in ("RGB", "L"):
-                return info, None
+            if header.format != "JPEG" or header.mode not in ("RGB", "L") or len(info.frames) > 1 or _rgb_coded(header):
+                return info, None  # libjpeg refuses a second frame; RGB-coded samples are its to read
             (width, height) = header.size
             orientation = exif_orientation(header) if self.options.exif_transpose else 1
         too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
