@@ -129,7 +129,7 @@ class GpuPreprocessor:
             header = open_checked(data, self.options, info)
             if header.format != "JPEG" or header.mode not in ("RGB", "L") or len(info.frames) > 1 or _rgb_coded(header):
                 return info, None  # libjpeg refuses a second frame; RGB-coded samples are its to read
-            (width, height) = header.size
+            width, height = header.size
             orientation = exif_orientation(header) if self.options.exif_transpose else 1
         too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
         return info, None if too_long else orientation
