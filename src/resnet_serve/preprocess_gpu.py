@@ -125,10 +125,12 @@ class GpuPreprocessor:
         info = checked_info(data, self.options, info)
         if opens_plain(info):  # Pillow's header parse would find an upright grey/RGB JPEG: skip it
             (width, height), orientation = info.size, 1
+        elif info.format != "JPEG" or len(info.frames) > 1:  # libjpeg refuses a second frame
+            return info, None  # the CPU decoder opens the header (and refuses it, if so) itself
         else:
             header = open_checked(data, self.options, info)
-            if header.format != "JPEG" or header.mode not in ("RGB", "L") or len(info.frames) > 1 or _rgb_coded(header):
-                return info, None  # libjpeg refuses a second frame; RGB-coded samples are its to read
+            if header.mode not in ("RGB", "L") or _rgb_coded(header):
+                return info, None  # CMYK; RGB-coded samples are libjpeg's to read
             width, height = header.size
             orientation = exif_orientation(header) if self.options.exif_transpose else 1
         too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
