@@ -38,7 +38,13 @@ from resnet_serve.errors import ResnetServeError
 from resnet_serve.gpu_decode import DECODERS, GpuDecoder
 from resnet_serve.gpu_placement import gpus_in_use, group_name, parse_gpus
 from resnet_serve.openvino_classifier import Precision
-from resnet_serve.openvino_config import model_files, native_parameters, python_parameters, serving_precision
+from resnet_serve.openvino_config import (
+    ONNX_FILE,
+    model_files,
+    native_parameters,
+    python_parameters,
+    serving_precision,
+)
 from resnet_serve.options import option
 from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
@@ -63,15 +69,15 @@ class Classifier(NamedTuple):
     runs_on: str
 
 
-CLASSIFIERS: dict[str, Classifier] = {
+CLASSIFIERS: dict[str, Classifier] = {  # the OpenVINO kinds also take an IR: openvino_config.model_files
     "openvino": Classifier(
-        "resnet50_openvino", "model.onnx", "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)"
+        "resnet50_openvino", ONNX_FILE, "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)"
     ),
-    "openvino_native": Classifier("resnet50_openvino", "model.onnx", "openvino backend (NVIDIA's containers)"),
+    "openvino_native": Classifier("resnet50_openvino", ONNX_FILE, "openvino backend (NVIDIA's containers)"),
     "ort": Classifier(
-        "resnet50_ort", "model.onnx", "python backend + ONNX Runtime (CPU; servers without the ORT backend)"
+        "resnet50_ort", ONNX_FILE, "python backend + ONNX Runtime (CPU; servers without the ORT backend)"
     ),
-    "onnx": Classifier("resnet50_onnx", "model.onnx", "onnxruntime_onnx backend (NVIDIA's containers)"),
+    "onnx": Classifier("resnet50_onnx", ONNX_FILE, "onnxruntime_onnx backend (NVIDIA's containers)"),
     "trt": Classifier("resnet50_trt", "model.plan", "tensorrt_plan (NVIDIA's containers with a GPU)"),
     "torch": Classifier(
         "resnet50_torch", "model.pt", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)"
