@@ -132,6 +132,22 @@ def test_jpegs_libjpeg_reads_as_rgb_or_refuses_for_two_frames_are_decoded_on_the
     assert cpu_errors[3] is not None  # libjpeg refuses the second frame
 
 
+def test_warm_up_runs_every_decoder_a_batch_may_choose():
+    calls = {"small": 0, "large": 0}
+
+    def counting(name):
+        def decode(data):
+            calls[name] += 1
+            return TorchvisionDecoder(torch.device("cpu"))(data)
+
+        return decode
+
+    preprocess = GpuPreprocessor("cpu", torch.float32)
+    preprocess.decoders = DecoderChoice(counting("small"), counting("large"))
+    preprocess.warm_up()
+    assert calls["small"] >= 1 and calls["large"] >= 1
+
+
 def test_torch_preprocess_reports_bad_images_alone(images):
     batch, errors = GpuPreprocessor("cpu", torch.float32)([images["mug_500x375.jpg"], b"junk", b""])
     assert errors[0] is None and batch.shape == (3, 3, 224, 224)

@@ -22,6 +22,7 @@ class TritonPythonModel:
         options = PreprocessOptions.from_parameters(params)
         decoder = params.get("gpu_decoder", "auto")
         self.preprocess = GpuPreprocessor(cuda_device(args), torch_dtype_parameter(params), options, decoder)
+        self.preprocess.warm_up()  # before Triton calls the model ready
 
     def execute(self, requests):
         options = self.preprocess.options
