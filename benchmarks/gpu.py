@@ -205,6 +205,9 @@ def main() -> None:
             (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:6], {"gpus": every}),
             (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:6], {"gpus": every}),
         ]
+        for instances in [int(n) for n in args.instances.split(",")]:
+            more = {"gpus": every, "preprocess_instances": instances}
+            runs += [(f"fused-{count}gpu-{instances}inst-x8", "fused-gpu", 8, concurrencies[3:6], more)]
     if args.runs:
         runs = [run for run in runs if run[0] in args.runs.split(",")]
     ceiling = report["classifier_img_per_s"]["fp16 cuda graph"]
