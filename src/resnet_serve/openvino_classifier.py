@@ -40,10 +40,14 @@ def cpu_capabilities() -> list[str]:
     return list(ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
 
 
-def resolve_precision(requested: str, capabilities: Collection[str]) -> str:
-    """The precision that will run: ``auto`` becomes bf16 where the CPU has it, else fp32."""
+def check_precision_name(requested: str) -> None:
     if requested not in PRECISIONS:
         raise PrecisionError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def resolve_precision(requested: str, capabilities: Collection[str]) -> str:
+    """The precision that will run: ``auto`` becomes bf16 where the CPU has it, else fp32."""
+    check_precision_name(requested)
     has_bf16 = "BF16" in capabilities
     if requested == "auto":
         return "bf16" if has_bf16 else "fp32"

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from resnet_serve.openvino_classifier import (
-    PRECISIONS,
     OpenVinoClassifier,
     PrecisionError,
+    check_precision_name,
     cpu_capabilities,
     resolve_precision,
 )
@@ -35,8 +35,7 @@ def serving_precision(classifier: str, requested: str, capabilities: Collection[
     Triton's native openvino backend can ask for bf16 but not forbid it: there ``auto`` stays ``auto``
     (OpenVINO's own choice: bf16 where the CPU has it) and ``fp32`` is refused.
     """
-    if requested not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision_name(requested)
     if classifier == PYTHON:
         return resolve_precision(requested, cpu_capabilities() if capabilities is None else capabilities)
     if classifier == NATIVE:
