@@ -7,8 +7,8 @@ Steps (each printed as it goes; a short table at the end):
 2. classifier-only ceiling at batch 256: torch fp32 eager, fp16 channels_last eager, fp16 CUDA graph
 3. nvJPEG decode + resize/crop/normalize ceiling (GpuPreprocessor) on 500x375 JPEGs, batch 256
 4. served sweeps with `resnet_serve.bench` on GPU 0: fused-gpu (one Python model), gpu (two-step
-   ensemble), fused with two instances per GPU (decode of one batch overlapping the classifier of
-   another), seed-gpu (the seed's preprocessing + fp32 torch classifier, no batching); 1 and 8
+   ensemble), fused with other instance counts per GPU, with and without the server's MPS daemon
+   (-nomps), seed-gpu (the seed's preprocessing + fp32 torch classifier, no batching); 1 and 8
    images per request; then the same on every GPU of the machine
 5. every served figure as a fraction of the classifier-only fp16 CUDA-graph ceiling of step 2 (one
    GPU; n GPUs against n times it), with each GPU's mean utilization during the setup's sweep (NVML)
@@ -94,7 +94,8 @@ def per_call_costs(weights: Path, images: list[bytes]) -> dict[str, dict[int, fl
 
 
 class GpuBusy:
-    """Mean NVML utilization (%) of every GPU while the block runs, sampled every 0.2 s."""
+    """Mean NVML utilization (%) of every GPU while the block runs, and the most memory (GiB) used on
+    each beyond what was used when it began (this process's own), sampled every 0.2 s."""
 
     def __enter__(self) -> GpuBusy:
         import pynvml
@@ -102,11 +103,16 @@ class GpuBusy:
         pynvml.nvmlInit()
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         self.samples: list[list[int]] = []
+        self.memory = [0.0] * len(handles)
+        before = [pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30 for h in handles]
         self._stop = threading.Event()
 
         def sample() -> None:
             while not self._stop.wait(0.2):
                 self.samples.append([pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles])
+                used = [pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30 for h in handles]
+                used = [now - start for now, start in zip(used, before, strict=True)]
+                self.memory = [round(max(pair), 1) for pair in zip(self.memory, used, strict=True)]
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
@@ -186,9 +192,12 @@ def main() -> None:
     one, every = "0", ",".join(str(gpu) for gpu in range(torch.cuda.device_count()))
     count = torch.cuda.device_count()
     # (name, setup, images per request, concurrencies, repository overrides)
+    # (-nomps: without the MPS daemon the server starts by default, server/mps.py)
     runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
         ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one}),
+        ("fused-gpu-nomps", "fused-gpu", 1, concurrencies, {"gpus": one, "mps": "off"}),
+        ("fused-gpu-nomps-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "mps": "off"}),
         ("fused-nvimg", "fused-gpu", 1, concurrencies[3:], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
         ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
         ("gpu-x8", "gpu", 8, concurrencies[2:5], {"gpus": one}),
@@ -196,9 +205,10 @@ def main() -> None:
     ]
     # fused instances per GPU: decode of one batch beside another's classifier
     for instances in [int(n) for n in args.instances.split(",")]:
-        more = {"gpus": one, "preprocess_instances": instances}
+        more, levels = {"gpus": one, "preprocess_instances": instances}, concurrencies[2:5]
         runs += [(f"fused-{instances}inst", "fused-gpu", 1, concurrencies, more),
-                 (f"fused-{instances}inst-x8", "fused-gpu", 8, concurrencies[2:5], more)]  # fmt: skip
+                 (f"fused-{instances}inst-x8", "fused-gpu", 8, levels, more),
+                 (f"fused-{instances}inst-nomps-x8", "fused-gpu", 8, levels, {**more, "mps": "off"})]  # fmt: skip
     if count > 1:
         runs += [
             (f"fused-{count}gpu", "fused-gpu", 1, concurrencies[4:], {"gpus": every}),
@@ -214,15 +224,17 @@ def main() -> None:
     busy: dict[str, list[float]] = {}
     files = bench.ModelFiles(onnx=onnx, int8_onnx=onnx, torch_weights=weights)
     for name, setup, per_request, levels, overrides in runs:
-        spec = replace(bench.setup_spec(setup, ours, files), max_queue_delay_us=args.queue_delay_us, **overrides)
+        mps = overrides.get("mps", "auto")
+        repository = {key: value for key, value in overrides.items() if key != "mps"}
+        spec = replace(bench.setup_spec(setup, ours, files), max_queue_delay_us=args.queue_delay_us, **repository)
         processes = args.client_processes * len(spec.gpu_ids)
         sweep = bench.Sweep(concurrencies=levels, seconds=args.seconds, images_per_request=per_request,
                             client_processes=processes)  # fmt: skip
         with GpuBusy() as sampled:
-            points += bench.serve_and_sweep(name, spec, [small], sweep, work / "bench", binary)
+            points += bench.serve_and_sweep(name, spec, [small], sweep, work / "bench", binary, mps)
         busy[name] = sampled.mean
         print(bench.table([p for p in points if p.setup == name]), flush=True)
-        print(f"{name}: mean GPU utilization {busy[name]} %", flush=True)
+        print(f"{name}: mean GPU utilization {busy[name]} %, the server's GPU memory {sampled.memory} GiB", flush=True)
     (args.out / "gpu-sweep.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
     bench.plot(points, args.out / "gpu-sweep.png", "ResNet-50 ensemble on GPU (500x375 JPEG)")
     print(bench.table(points))

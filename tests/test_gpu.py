@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import io
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from resnet_serve.gpu_placement import instance_gpu, memory_pool_args, parse_gpu
 from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
+from resnet_serve.server import ServerError
+from resnet_serve.server.mps import CONTROL, start_daemon
 from resnet_serve.torch_classifier import GraphedClassifier
 
 from conftest import EXACT, encode, reference_logits
@@ -275,6 +279,44 @@ def test_gpus_option_takes_distinct_device_numbers(tmp_path):
         RepositorySpec(model_file=tmp_path / "m.pt", classifier="torch", device="cuda", gpus="0,x")
 
 
+def fake_mps_control(tmp_path) -> tuple[dict[str, str], Path]:
+    """An environment whose PATH has a stand-in for nvidia-cuda-mps-control (MPS needs an NVIDIA
+    driver, absent here) that records each call and its pipe directory, and no CUDA device, so that the
+    check that a CUDA process runs through the daemon fails here and on a GPU host alike."""
+    calls = tmp_path / "calls"
+    control = tmp_path / "bin" / CONTROL
+    control.parent.mkdir()
+    control.write_text(f'#!/bin/sh\necho "$* $CUDA_MPS_PIPE_DIRECTORY $(cat)" >> {calls}\n')
+    control.chmod(0o755)
+    return {"PATH": str(control.parent), "CUDA_VISIBLE_DEVICES": ""}, calls
+
+
+def test_mps_auto_serves_without_a_daemon_no_cuda_process_can_use_and_stops_it(tmp_path):
+    env, calls = fake_mps_control(tmp_path)
+    daemon, sharing = start_daemon("auto", [0], env)
+    assert daemon is None and "without MPS: the MPS daemon did not work: a CUDA process could not" in sharing
+    started, quit_ = calls.read_text().splitlines()
+    pipe = Path(started.split()[1])
+    assert started.startswith("-d ") and pipe.name == "pipe" and quit_.split() == [str(pipe), "quit"]
+    assert not pipe.parent.exists()  # its directory went with it
+    with pytest.raises(ServerError, match="--mps on: the MPS daemon did not work"):
+        start_daemon("on", [0], env)
+
+
+def test_mps_is_only_started_for_gpu_servers_without_a_daemon_of_the_hosts(tmp_path):
+    env, calls = fake_mps_control(tmp_path)
+    assert start_daemon("auto", [], env) == (None, "")  # a CPU repository
+    assert start_daemon("off", [0], env) == (None, "without MPS (--mps off)")
+    host = {**env, "CUDA_MPS_PIPE_DIRECTORY": "/run/mps"}
+    assert start_daemon("on", [0], host) == (None, "MPS: the host's daemon (CUDA_MPS_PIPE_DIRECTORY=/run/mps)")
+    assert not calls.exists()  # none of these ran the control program
+    assert start_daemon("auto", [0], {"PATH": str(tmp_path)})[1].startswith(f"without MPS: {CONTROL} is not on PATH")
+    with pytest.raises(ServerError, match=f"--mps on: {CONTROL} is not on PATH"):
+        start_daemon("on", [0], {"PATH": str(tmp_path)})
+    with pytest.raises(ServerError, match="got 'yes'"):
+        start_daemon("yes", [0], env)
+
+
 def test_auto_decoder_takes_the_large_batch_decoder_only_for_large_batches():
     choice = DecoderChoice(small="torchvision", large="nvimgcodec")
     assert choice.for_batch(256 * 500 * 375) == "torchvision"  # 48 MP: torchvision measured faster
@@ -298,8 +340,8 @@ def test_fused_profile_keeps_the_ensemble_contract(tmp_path):
 
 @pytest.mark.server
 @needs_cuda
-@pytest.mark.parametrize("profile", ["ours", "fused"])
-def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):
+@pytest.mark.parametrize(("profile", "mps"), [("ours", "on"), ("fused", "on"), ("fused", "off")])
+def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, mps):
     from resnet_serve.client import TritonClassifier
     from resnet_serve.server import ServerSettings, TritonServer, expected_stub_count
 
@@ -308,9 +350,12 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):
     spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT, profile=profile)
     root = write_repository(tmp_path / "repo", spec)
     gpus = read_marker(root)["gpus"]  # every visible GPU by default
-    settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30, cuda_memory_pool_gpus=gpus)
+    if mps == "on" and not shutil.which(CONTROL):
+        pytest.skip(f"{CONTROL} is not on PATH")
+    settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30, gpus=gpus, mps=mps)
     names = ["mug.jpg", "mug_500x375.jpg", "mug_gray.png", "mug_cmyk.jpg", "mug_tiny.jpg"]
     with TritonServer(settings, log_path=tmp_path / "log") as server, TritonClassifier(server.grpc_url) as client:
+        assert (server.mps is not None) == (mps == "on"), server.gpu_sharing
         served = client.logits([images[name] for name in names])
         with pytest.raises(Exception, match="image 1: not a recognised image format"):
             client.logits([images["mug.jpg"], b"junk"])
@@ -323,6 +368,12 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile):
             np.testing.assert_allclose(answer, np.repeat(again, 8, axis=0), atol=2e-3 * np.abs(again).max())
         assert len(server.stub_pids()) == expected_stub_count(root)  # serve's count of KIND_GPU stubs holds
         assert gpus_running(server.stub_pids()) == set(gpus)  # one pipeline on each GPU, not all on GPU 0
+        if server.mps is not None:  # the stubs are clients of this server's own MPS server
+            listed = server.mps.control_command(command=b"get_server_list\n").stdout.split()
+            assert len(listed) == 1, listed
+            daemon = server.mps.directory
+    if mps == "on":
+        assert not daemon.exists()  # stopped with the server
     log = (tmp_path / "log").read_text()
     assert "failed to copy data" not in log  # GPU tensors went by DLPack, not through the host
     expected = reference_logits(model, [images[name] for name in names])
@@ -340,7 +391,9 @@ def gpus_running(pids: list[int]) -> set[int]:
         found = set()
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            if {p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)} & set(pids):
+            running = [*pynvml.nvmlDeviceGetComputeRunningProcesses(handle),
+                       *pynvml.nvmlDeviceGetMPSComputeRunningProcesses(handle)]  # fmt: skip
+            if {p.pid for p in running} & set(pids):
                 found.add(index)
         return found
     finally:

@@ -29,6 +29,7 @@ from resnet_serve.progress import say
 
 if TYPE_CHECKING:
     from resnet_serve.repository import RepositorySpec
+    from resnet_serve.server.mps import MpsMode
 
 
 class BenchError(ResnetServeError):
@@ -428,20 +429,26 @@ def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> Repositor
 
 
 def serve_and_sweep(
-    setup: str, spec: RepositorySpec, images: Sequence[bytes], sweep_settings: Sweep, workdir: Path, binary=None
+    setup: str,
+    spec: RepositorySpec,
+    images: Sequence[bytes],
+    sweep_settings: Sweep,
+    workdir: Path,
+    binary=None,
+    mps: MpsMode = "auto",
 ) -> list[Point]:
-    """Write ``spec``'s repository, start tritonserver on free ports, sweep, stop."""
+    """Write ``spec``'s repository, start tritonserver on free ports (``mps``: server/mps.py), sweep, stop."""
     from resnet_serve.repository import read_marker, write_repository
     from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer
 
     repository = write_repository(workdir / setup / "model_repository", spec)
     pool = GPU_TENSOR_POOL_BYTES if spec.passes_gpu_tensors else 0
-    gpus = read_marker(repository).get("gpus", [0])
-    settings = ServerSettings.on_free_ports(
-        repository.resolve(), cuda_memory_pool_bytes=pool, cuda_memory_pool_gpus=gpus
-    )
+    gpus = read_marker(repository).get("gpus", [])
+    settings = ServerSettings.on_free_ports(repository.resolve(), cuda_memory_pool_bytes=pool, gpus=gpus, mps=mps)
     log = (workdir / setup / "tritonserver.log").resolve()
     with TritonServer(settings, binary=binary, log_path=log) as server:
+        if server.gpu_sharing:
+            say(f"{setup}: {server.gpu_sharing}")
         url = server.grpc_url if sweep_settings.protocol == "grpc" else server.http_url
         generator = LoadGenerator(
             url,

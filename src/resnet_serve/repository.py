@@ -87,12 +87,11 @@ CLASSIFIERS: dict[str, Classifier] = {  # the OpenVINO kinds also take an IR: op
 
 # Instances per GPU of the model that takes the encoded images (preprocess, or the fused model). Why:
 # its per-request Python work and nvJPEG's CPU-side decoding leave the GPU idle between executions;
-# several instances (processes) overlap them. Measured on one H200, fused, 500x375 JPEG, best img/s
-# (benchmarks/RESULTS.md): 1 image/request 2,336 / 4,636 / 6,452 with 1 / 2 / 4 instances; 8
-# images/request 8,624 / 8,102 with 3 / 4 (within run-to-run noise), so 4 for the 1-image case.
-# More pay only under an MPS daemon (one H100, 8 images/request: 8 instances 10,304 img/s with MPS,
-# 7,388 without; docs/DEPLOY.md), which is the host's choice, and MPS costs p99 at moderate load.
-GPU_IMAGE_INSTANCES = 4
+# several instances (processes) overlap them, and under the MPS daemon that serve starts for them
+# (server/mps.py) they run on the GPU at once. One H100, fused, 500x375 JPEG, 8 images/request, best
+# img/s with MPS: 4 / 6 / 8 instances 8,312 / 9,714 / 10,304; without MPS more than 3-4 add nothing
+# (8: 7,388, 4: 7,488), so there the extra ones cost only memory and cores (benchmarks/RESULTS.md).
+GPU_IMAGE_INSTANCES = 8
 
 
 class RepositoryError(ResnetServeError):

@@ -70,6 +70,9 @@ class GraphedClassifier:
                 pool = graph.pool()
                 self.graphs[batch] = (graph, static_input, static_output)
             torch.cuda.synchronize(self.device)
+            # Give back what the warm-up left cached (eager activations, cuDNN's trial workspaces): the
+            # graphs keep their own pool, and a GPU holds several instances (repository.py), each a copy.
+            torch.cuda.empty_cache()
 
     def bucket(self, batch: int) -> int:
         return next((b for b in self.buckets if b >= batch), self.buckets[-1])

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from resnet_serve.cli.common import DEFAULT_REPOSITORY, DEFAULT_WORKDIR, add_server_options, find_server
 from resnet_serve.progress import say, step, warn
+from resnet_serve.server.mps import MPS_MODES
+from resnet_serve.server.process import START_TIMEOUT_S
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -41,7 +43,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-file", default=str(DEFAULT_WORKDIR / "tritonserver.log"))
     parser.add_argument("--log-verbose", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    parser.add_argument(
+        "--timeout", type=float, default=START_TIMEOUT_S, help=f"seconds to wait for readiness ({START_TIMEOUT_S:.0f})"
+    )
     parser.add_argument(
         "--model-control-key",
         metavar="HEADER=VALUE",
@@ -58,6 +62,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--cuda-memory-pool-mb",
         type=int,
         help="GPU memory pool for tensors passed between steps (default: 1024 for --device cuda repositories, else 0)",
+    )
+    parser.add_argument(
+        "--mps",
+        choices=MPS_MODES,
+        default="auto",
+        help="GPU repositories: a private NVIDIA MPS daemon, so the instances of a GPU run on it at once "
+        "(auto: where it works, else without; default auto)",
     )
     add_server_options(parser)
     return parser
@@ -91,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=free_port(),  # Triton's metrics: loopback, internal; the status front owns --metrics-port
         log_verbose=args.log_verbose,
         cuda_memory_pool_bytes=pool_bytes,
-        cuda_memory_pool_gpus=read_marker(repository).get("gpus", [0]),
+        gpus=read_marker(repository).get("gpus", []),
+        mps=args.mps,
         model_control_key=args.model_control_key,
         extra_args=args.triton_args,
         public_http=args.public_http,
@@ -106,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
                 server.start(args.timeout)
             with _on_signals(lambda *_: stop.set()):
                 say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics and health {front.url}")
+                if server.gpu_sharing:
+                    say(f"GPUs {', '.join(map(str, settings.gpus))}: {server.gpu_sharing}")
                 marker = read_marker(repository)
                 if "precision" in marker:
                     say(f"Classifier {marker['classifier']}: {marker['precision']}")

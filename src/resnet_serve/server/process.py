@@ -20,9 +20,14 @@ from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.gpu_placement import memory_pool_args
 from resnet_serve.server import access, procfs, shm
 from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
+from resnet_serve.server.mps import MpsDaemon, MpsMode, start_daemon
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
+# How long a start may take to report ready. A GPU repository loads every instance at start (torch,
+# cuDNN tuning, CUDA graphs): 32 fused instances on 4 H200s without MPS took most of a 165 s test.
+# A start that fails ends sooner (--exit-on-error); only a hung one waits this long.
+START_TIMEOUT_S = 600.0
 # CUDA memory pool for repositories whose steps pass GPU tensors: a full fp16 batch of 256 is 77 MB;
 # too small a pool makes Triton copy them through the host ("failed to copy data" in its log).
 GPU_TENSOR_POOL_BYTES = 1 << 30
@@ -46,7 +51,8 @@ class ServerSettings:
     metrics_port: int = 8002
     log_verbose: int = 0
     cuda_memory_pool_bytes: int = 0  # >0: room for GPU tensors passed between steps (else host copies)
-    cuda_memory_pool_gpus: Sequence[int] = (0,)  # each GPU that passes tensors between steps gets the pool
+    gpus: Sequence[int] = ()  # the GPUs the repository computes on (its marker's): each gets the pool
+    mps: MpsMode = "auto"  # a private MPS daemon for a GPU repository where one can run (mps.py)
     model_control_key: str | None = None  # "HEADER=VALUE": load/unload allowed to requests carrying it
     extra_args: Sequence[str] = ()
     public_http: bool = False  # HTTP on `host` too; else on 127.0.0.1 (access.py says why)
@@ -89,7 +95,7 @@ class ServerSettings:
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
-            *memory_pool_args(self.cuda_memory_pool_gpus, self.cuda_memory_pool_bytes),
+            *memory_pool_args(self.gpus or (0,), self.cuda_memory_pool_bytes),
             *self.extra_args,
         ]
 
@@ -115,6 +121,8 @@ class TritonServer:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self.shm_prefix = ""  # this start's Python-backend region names (shm.py)
+        self.mps: MpsDaemon | None = None
+        self.gpu_sharing = ""  # how the GPUs' instances share them (mps.py), for serve to say
 
     @property
     def http_url(self) -> str:
@@ -128,20 +136,23 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{_connect_host(self.settings.metrics_host)}:{self.settings.metrics_port}/metrics"
 
-    def start(self, timeout: float = 180.0) -> TritonServer:
+    def start(self, timeout: float = START_TIMEOUT_S) -> TritonServer:
         """Launch the server and block until it reports ready (or raise with its log)."""
         self.binary.install_python_stub()
         self.shm_prefix = shm.new_prefix()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=server_environment(self.binary),
-                start_new_session=True,  # its own process group: stubs stop with it
-            )
+        command = [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)]
+        env = server_environment(self.binary)
+        self.mps, self.gpu_sharing = start_daemon(self.settings.mps, self.settings.gpus, env)
         try:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**env, **(self.mps.environment if self.mps else {})},
+                    start_new_session=True,  # its own process group: stubs stop with it
+                )
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -184,20 +195,24 @@ class TritonServer:
 
         After ``timeout`` seconds, or once it has exited, SIGKILL its process group so that no stub
         outlives it, then remove the shared-memory regions of this start that are left (a crashed
-        server or a killed stub leaves them).
+        server or a killed stub leaves them), and stop its MPS daemon.
         """
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
-        shm.remove_regions(self.shm_prefix)
-        return self.process.returncode
+        returncode = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    _signal_group(self.process.pid, signal.SIGKILL)
+                    self.process.wait()
+            _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
+            shm.remove_regions(self.shm_prefix)
+            returncode = self.process.returncode
+        if self.mps is not None:
+            self.mps.stop()
+            self.mps = None
+        return returncode
 
     def _activity(self) -> tuple[float, float] | None:
         """(queued requests, completed requests) summed over all models, from the metrics endpoint."""
@@ -268,7 +283,7 @@ class TritonServer:
         if not self.is_ready(model) or (ensemble_was_ready and not self.is_ready(ENSEMBLE_NAME)):
             raise ServerError(f"{model} was loaded again but is not ready")
 
-    def restart(self, timeout: float = 180.0) -> None:
+    def restart(self, timeout: float = START_TIMEOUT_S) -> None:
         """Stop without draining (a dead stub never finishes its requests), then start again."""
         self.stop(timeout=5.0)
         self.process = None
