@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +24,8 @@ from resnet_serve.gpu_placement import instance_gpu, memory_pool_args, parse_gpu
 from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
-from resnet_serve.server import ServerError
-from resnet_serve.server.mps import CONTROL, start_daemon
+from resnet_serve.server import ServerError, procfs
+from resnet_serve.server.mps import CONTROL, DEFAULT_PIPE_DIRECTORY, PIPE_VARIABLE, MpsDaemon, start_daemon
 from resnet_serve.torch_classifier import GraphedClassifier
 
 from conftest import EXACT, encode, reference_logits
@@ -281,40 +283,122 @@ def test_gpus_option_takes_distinct_device_numbers(tmp_path):
 
 def fake_mps_control(tmp_path) -> tuple[dict[str, str], Path]:
     """An environment whose PATH has a stand-in for nvidia-cuda-mps-control (MPS needs an NVIDIA
-    driver, absent here) that records each call and its pipe directory, and no CUDA device, so that the
-    check that a CUDA process runs through the daemon fails here and on a GPU host alike."""
+    driver, absent here) that records each call, its pipe directory and its input, and runs no
+    daemon: here the CUDA check fails (no driver), on a GPU host CUDA runs without MPS (no server)."""
     calls = tmp_path / "calls"
     control = tmp_path / "bin" / CONTROL
     control.parent.mkdir()
     control.write_text(f'#!/bin/sh\necho "$* $CUDA_MPS_PIPE_DIRECTORY $(cat)" >> {calls}\n')
     control.chmod(0o755)
-    return {"PATH": str(control.parent), "CUDA_VISIBLE_DEVICES": ""}, calls
+    return {"PATH": str(control.parent)}, calls
 
 
-def test_mps_auto_serves_without_a_daemon_no_cuda_process_can_use_and_stops_it(tmp_path):
+host_mps = pytest.mark.skipif(
+    bool(os.environ.get(PIPE_VARIABLE)) or (DEFAULT_PIPE_DIRECTORY / "control").exists(),
+    reason="this host runs an MPS daemon of its own, which a server uses as it is",
+)
+
+
+@host_mps
+def test_mps_auto_serves_without_a_daemon_cuda_does_not_run_through_and_stops_it(tmp_path):
     env, calls = fake_mps_control(tmp_path)
     daemon, sharing = start_daemon("auto", [0], env)
-    assert daemon is None and "without MPS: the MPS daemon did not work: a CUDA process could not" in sharing
-    started, quit_ = calls.read_text().splitlines()
-    pipe = Path(started.split()[1])
-    assert started.startswith("-d ") and pipe.name == "pipe" and quit_.split() == [str(pipe), "quit"]
+    assert daemon is None and sharing.startswith("without MPS: the MPS daemon did not work: "), sharing
+    lines = calls.read_text().splitlines()
+    pipe = Path(lines[0].split()[1])
+    assert lines[0].startswith("-d ") and pipe.name == "pipe" and lines[-1].split() == [str(pipe), "quit"]
     assert not pipe.parent.exists()  # its directory went with it
     with pytest.raises(ServerError, match="--mps on: the MPS daemon did not work"):
         start_daemon("on", [0], env)
 
 
+@host_mps
 def test_mps_is_only_started_for_gpu_servers_without_a_daemon_of_the_hosts(tmp_path):
     env, calls = fake_mps_control(tmp_path)
     assert start_daemon("auto", [], env) == (None, "")  # a CPU repository
-    assert start_daemon("off", [0], env) == (None, "without MPS (--mps off)")
+    assert start_daemon("off", [0], env) == (None, "no MPS daemon of its own (--mps off)")
     host = {**env, "CUDA_MPS_PIPE_DIRECTORY": "/run/mps"}
-    assert start_daemon("on", [0], host) == (None, "MPS: the host's daemon (CUDA_MPS_PIPE_DIRECTORY=/run/mps)")
+    assert start_daemon("on", [0], host) == (None, "MPS: the host's daemon (/run/mps)")
     assert not calls.exists()  # none of these ran the control program
     assert start_daemon("auto", [0], {"PATH": str(tmp_path)})[1].startswith(f"without MPS: {CONTROL} is not on PATH")
     with pytest.raises(ServerError, match=f"--mps on: {CONTROL} is not on PATH"):
         start_daemon("on", [0], {"PATH": str(tmp_path)})
     with pytest.raises(ServerError, match="got 'yes'"):
         start_daemon("yes", [0], env)
+
+
+def test_mps_clients_see_the_daemons_gpus_not_cuda_visible_devices():
+    daemon = MpsDaemon(control=Path(CONTROL), directory=Path("/tmp/d"))
+    client = daemon.client_environment({"CUDA_VISIBLE_DEVICES": "2,3", "PATH": "/bin"})
+    assert client == {"PATH": "/bin", PIPE_VARIABLE: "/tmp/d/pipe", "CUDA_MPS_LOG_DIRECTORY": "/tmp/d/log"}
+
+
+@host_mps
+@pytest.mark.server
+def test_a_server_whose_mps_daemon_cannot_run_serves_without_it_and_leaves_none(tmp_path, repository, monkeypatch):
+    from resnet_serve.server import ServerSettings, TritonServer
+
+    env, calls = fake_mps_control(tmp_path)
+    monkeypatch.setenv("PATH", f"{env['PATH']}:{os.environ['PATH']}")
+    settings = ServerSettings.on_free_ports(repository, gpus=[0])  # as if the repository ran on GPU 0
+    with TritonServer(settings, log_path=tmp_path / "log") as server:
+        assert server.mps is None and server.gpu_sharing.startswith("without MPS: the MPS daemon did not work")
+        assert server.is_serving()
+    with pytest.raises(ServerError, match="--mps on: the MPS daemon did not work"):
+        TritonServer(replace(settings, mps="on"), log_path=tmp_path / "log").start()
+    pipes = [Path(line.split()[1]) for line in calls.read_text().splitlines() if line.startswith("-d ")]
+    assert len(pipes) == 2 and not any(pipe.parent.exists() for pipe in pipes)
+
+
+FAKE_LIBCUDA = """
+#include <stdlib.h>
+int cuInit(unsigned flags) { return 0; }
+int cuDeviceGet(int *device, int index) { *device = index; return 0; }
+int cuDevicePrimaryCtxRetain(void **context, int device) { *context = (void *) 1; return 0; }
+int cuDevicePrimaryCtxRelease_v2(int device) { return 0; }
+int cuGetErrorName(int code, const char **name) { *name = "CUDA_ERROR_FAKE"; return 0; }
+"""
+# Stands in for the daemon: "-d" leaves a process and its pid file as the real one does; an MPS
+# server is listed once a client asked; "quit" ends the daemon.
+FAKE_DAEMON = """#!/bin/sh
+command=$(cat)
+pipe=$CUDA_MPS_PIPE_DIRECTORY
+case "$1$command" in
+  -d) sleep 600 >/dev/null 2>&1 & echo $! > "$pipe/nvidia-cuda-mps-control.pid" ;;
+  get_server_list) echo "$(cat "$pipe/nvidia-cuda-mps-control.pid")" ;;
+  quit) kill "$(cat "$pipe/nvidia-cuda-mps-control.pid")" ;;
+esac
+"""
+
+
+@host_mps
+@pytest.mark.server
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler for a stand-in CUDA driver")
+def test_a_server_runs_its_clients_through_its_mps_daemon_without_cuda_visible_devices_and_stops_it(
+    tmp_path, repository, monkeypatch
+):
+    """CUDA and MPS cannot exist here: a compiled stand-in for libcuda and a script for the daemon
+    let the real tritonserver start with the environment serve gives a GPU server's processes."""
+    from resnet_serve.server import ServerSettings, TritonServer
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "cuda.c").write_text(FAKE_LIBCUDA)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", tmp_path / "libcuda.so.1", tmp_path / "cuda.c"], check=True)
+    (tmp_path / "bin" / CONTROL).write_text(FAKE_DAEMON)
+    (tmp_path / "bin" / CONTROL).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the daemon's to see; its clients see 0 and 1
+    settings = ServerSettings.on_free_ports(repository, gpus=[0, 1])
+    with TritonServer(settings, log_path=tmp_path / "log") as server:
+        assert server.mps is not None and server.gpu_sharing.startswith("MPS: a daemon of this server's own")
+        daemon = int((server.mps.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text())
+        lines = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+        environment = dict(line.split(b"=", 1) for line in lines if line)
+        assert environment[PIPE_VARIABLE.encode()] == str(server.mps.directory / "pipe").encode()
+        assert b"CUDA_VISIBLE_DEVICES" not in environment and procfs.alive(daemon) and server.is_serving()
+        directory = server.mps.directory
+    assert not procfs.alive(daemon) and not directory.exists()
 
 
 def test_auto_decoder_takes_the_large_batch_decoder_only_for_large_batches():
@@ -350,8 +434,8 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
     spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT, profile=profile)
     root = write_repository(tmp_path / "repo", spec)
     gpus = read_marker(root)["gpus"]  # every visible GPU by default
-    if mps == "on" and not shutil.which(CONTROL):
-        pytest.skip(f"{CONTROL} is not on PATH")
+    if mps == "on" and (not shutil.which(CONTROL) or os.environ.get(PIPE_VARIABLE)):
+        pytest.skip(f"{CONTROL} is not on PATH, or the host runs its own MPS daemon")
     settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30, gpus=gpus, mps=mps)
     names = ["mug.jpg", "mug_500x375.jpg", "mug_gray.png", "mug_cmyk.jpg", "mug_tiny.jpg"]
     with TritonServer(settings, log_path=tmp_path / "log") as server, TritonClassifier(server.grpc_url) as client:
@@ -368,12 +452,12 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
             np.testing.assert_allclose(answer, np.repeat(again, 8, axis=0), atol=2e-3 * np.abs(again).max())
         assert len(server.stub_pids()) == expected_stub_count(root)  # serve's count of KIND_GPU stubs holds
         assert gpus_running(server.stub_pids()) == set(gpus)  # one pipeline on each GPU, not all on GPU 0
-        if server.mps is not None:  # the stubs are clients of this server's own MPS server
-            listed = server.mps.control_command(command=b"get_server_list\n").stdout.split()
-            assert len(listed) == 1, listed
-            daemon = server.mps.directory
+        if server.mps is not None:  # this server's own daemon runs an MPS server
+            daemon = [int((server.mps.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text())]
+            daemon += server.mps.server_pids()
+            assert len(daemon) == 2 and all(map(procfs.alive, daemon)), daemon
     if mps == "on":
-        assert not daemon.exists()  # stopped with the server
+        assert not any(map(procfs.alive, daemon))  # stopped with tritonserver
     log = (tmp_path / "log").read_text()
     assert "failed to copy data" not in log  # GPU tensors went by DLPack, not through the host
     expected = reference_logits(model, [images[name] for name in names])

@@ -89,8 +89,9 @@ CLASSIFIERS: dict[str, Classifier] = {  # the OpenVINO kinds also take an IR: op
 # its per-request Python work and nvJPEG's CPU-side decoding leave the GPU idle between executions;
 # several instances (processes) overlap them, and under the MPS daemon that serve starts for them
 # (server/mps.py) they run on the GPU at once. One H100, fused, 500x375 JPEG, 8 images/request, best
-# img/s with MPS: 4 / 6 / 8 instances 8,312 / 9,714 / 10,304; without MPS more than 3-4 add nothing
-# (8: 7,388, 4: 7,488), so there the extra ones cost only memory and cores (benchmarks/RESULTS.md).
+# img/s, one run: 8 instances with MPS 10,350; without MPS 8 instances 7,360 and 4 instances 7,936
+# (another run, with MPS: 4 / 6 / 8 instances 8,312 / 9,714 / 10,304; benchmarks/RESULTS.md). Where
+# MPS cannot run, 4 serve more than 8, and each instance holds GPU memory (docs/DEPLOY.md).
 GPU_IMAGE_INSTANCES = 8
 
 

@@ -9,9 +9,12 @@ once: one H100, fused, 8 images/request, 8 instances served 10,350 img/s with MP
 
 The daemon is private: its pipe directory is given to this server's processes alone (other CUDA
 programs of the machine do not use it), and a host that runs its own daemon (its pipe directory in
-``$CUDA_MPS_PIPE_DIRECTORY``) keeps it. Before the server starts, a small process connects through
-the daemon: where MPS cannot run (no daemon binary in the container, a GPU in a mode MPS refuses),
-``auto`` serves without it and says why, ``on`` fails.
+``$CUDA_MPS_PIPE_DIRECTORY``, or the default one) keeps it. The daemon, not its clients, gets
+``$CUDA_VISIBLE_DEVICES`` (NVIDIA's MPS documentation: clients must not set it; they see the
+daemon's GPUs, numbered from 0 as before). A CUDA driver that cannot reach the daemon runs its
+program without MPS, so before the server starts a small process makes a context on each of the
+server's GPUs and, while it holds them, the daemon must list an MPS server: where it does not (no daemon binary in
+the container, a GPU mode MPS refuses), ``auto`` serves without MPS and says why, ``on`` fails.
 """
 
 from __future__ import annotations
@@ -19,41 +22,55 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from resnet_serve.server import procfs
 from resnet_serve.server.binary import ServerError
 
 CONTROL = "nvidia-cuda-mps-control"
 PIPE_VARIABLE, LOG_VARIABLE = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
+DEFAULT_PIPE_DIRECTORY = Path("/tmp/nvidia-mps")  # where clients look when PIPE_VARIABLE is unset
 MpsMode = Literal["auto", "on", "off"]
 MPS_MODES: tuple[MpsMode, ...] = ("auto", "on", "off")
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL included
+STOP_WAIT_S = 10.0
 
-# Connects to CUDA as an instance would (a context on the first visible GPU), with the driver's own
-# library: no torch to import, and no CUDA context in the serving process itself.
+# A context on each GPU given (CUDA's numbers), as an instance would make one, with the driver's own
+# library (no torch to import, and no CUDA context in the serving process itself); while they are
+# held, the daemon must list an MPS server, or CUDA ran without it.
 _PROBE = """
-import ctypes, sys
+import ctypes, subprocess, sys
 cuda = ctypes.CDLL("libcuda.so.1")
-device, context = ctypes.c_int(), ctypes.c_void_p()
-for call, args in (("cuInit", (0,)), ("cuDeviceGet", (ctypes.byref(device), 0)),
-                   ("cuDevicePrimaryCtxRetain", (ctypes.byref(context), device)),
-                   ("cuDevicePrimaryCtxRelease_v2", (device,))):
+def check(call, *args):
     code = getattr(cuda, call)(*args)
     if code:
         name = ctypes.c_char_p()
         cuda.cuGetErrorName(code, ctypes.byref(name))
         sys.exit(f"{call} failed: {(name.value or b'?').decode()} ({code})")
+check("cuInit", 0)
+devices = [ctypes.c_int() for _ in sys.argv[2:]]
+for device, index in zip(devices, sys.argv[2:]):
+    check("cuDeviceGet", ctypes.byref(device), int(index))
+    check("cuDevicePrimaryCtxRetain", ctypes.byref(ctypes.c_void_p()), device)
+listed = subprocess.run([sys.argv[1]], input=b"get_server_list\\n", capture_output=True, timeout=30).stdout
+for device in devices:
+    check("cuDevicePrimaryCtxRelease_v2", device)
+if not listed.split():
+    sys.exit("CUDA ran without it (the daemon started no MPS server)")
 """
 
 
 @dataclass(frozen=True, kw_only=True)
 class MpsDaemon:
-    """One running control daemon: ``environment`` points a process's CUDA at it."""
+    """One running control daemon, in ``directory`` (its pipes and logs)."""
 
     control: Path
     directory: Path
@@ -62,19 +79,42 @@ class MpsDaemon:
     def environment(self) -> dict[str, str]:
         return {PIPE_VARIABLE: str(self.directory / "pipe"), LOG_VARIABLE: str(self.directory / "log")}
 
+    def client_environment(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` for a process whose CUDA goes through this daemon."""
+        return {**{k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}, **self.environment}
+
     def control_command(self, *args: str, command: bytes | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(self.control), *args],
-            input=command,
-            capture_output=True,
-            env={**os.environ, **self.environment},
-            timeout=30,
-        )
+        stdin = {"input": command} if command is not None else {"stdin": subprocess.DEVNULL}
+        env = {**os.environ, **self.environment}
+        return subprocess.run([str(self.control), *args], **stdin, capture_output=True, env=env, timeout=30)
+
+    def server_pids(self) -> list[int]:
+        """The MPS servers this daemon runs (one per user; started by the first client)."""
+        listed = self.control_command(command=b"get_server_list\n").stdout.split()
+        return [int(pid) for pid in listed if pid.isdigit()]
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = (self.directory / "log" / "control.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
 
     def stop(self) -> None:
-        """Ask the daemon to quit (its server goes with its last client), then remove its directory."""
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # gone, or hung: its pipes go anyway
+        """Ask the daemon to quit (its server goes with it once the clients are gone); kill what is
+        left after STOP_WAIT_S; remove its directory."""
+        pids = []
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int((self.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text()))
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # gone, or hung: killed below
+            pids += self.server_pids()
             self.control_command(command=b"quit\n")
+        deadline = time.monotonic() + STOP_WAIT_S
+        while any(map(procfs.alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in filter(procfs.alive, pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -89,32 +129,46 @@ def start_daemon(
     if mode not in MPS_MODES:
         raise ServerError(f"MPS mode must be one of {', '.join(MPS_MODES)}; got {mode!r}")
     env = os.environ if env is None else env
-    if mode == "off" or not gpus:
-        return None, "without MPS (--mps off)" if gpus else ""
-    if env.get(PIPE_VARIABLE):
-        return None, f"MPS: the host's daemon ({PIPE_VARIABLE}={env[PIPE_VARIABLE]})"
+    if not gpus:
+        return None, ""
+    if mode == "off":
+        return None, "no MPS daemon of its own (--mps off)"
+    host = env.get(PIPE_VARIABLE) or ((DEFAULT_PIPE_DIRECTORY / "control").exists() and str(DEFAULT_PIPE_DIRECTORY))
+    if host:
+        return None, f"MPS: the host's daemon ({host})"
     control = shutil.which(CONTROL, path=env.get("PATH"))
     if control is None:
         return _without(mode, f"{CONTROL} is not on PATH")
     daemon = MpsDaemon(control=Path(control), directory=Path(tempfile.mkdtemp(prefix="resnet-serve-mps-")))
-    for path in daemon.environment.values():
-        Path(path).mkdir()
     try:
-        started = daemon.control_command("-d")
-        if started.returncode != 0:
-            raise OSError(f"{CONTROL} -d exited with {started.returncode}: {_text(started)}")
-        probe = subprocess.run(
-            [sys.executable, "-c", _PROBE], capture_output=True, env={**env, **daemon.environment}, timeout=60
-        )
-        if probe.returncode != 0:
-            raise OSError(f"a CUDA process could not run through it: {_text(probe)}")
+        _start(daemon, gpus, env)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        log = daemon.log_tail()
         daemon.stop()
-        return _without(mode, f"the MPS daemon did not work: {exc}")
+        return _without(mode, f"the MPS daemon did not work: {exc}" + (f" (its log: {log})" if log else ""))
     except BaseException:  # interrupted: no daemon left behind
         daemon.stop()
         raise
     return daemon, f"MPS: a daemon of this server's own ({daemon.directory})"
+
+
+def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> None:
+    """Start ``daemon`` and check that CUDA runs through it on ``gpus``; OSError says why not."""
+    if len(socket := daemon.environment[PIPE_VARIABLE] + "/control") > MAX_SOCKET_PATH:
+        raise OSError(f"its socket path would be {len(socket)} bytes, more than a Unix socket takes: {socket}")
+    for path in daemon.environment.values():
+        Path(path).mkdir()
+    started = daemon.control_command("-d")
+    if started.returncode != 0:
+        raise OSError(f"{CONTROL} -d exited with {started.returncode}: {_text(started)}")
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(daemon.control), *map(str, gpus)],
+        capture_output=True,
+        env=daemon.client_environment(env),
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        raise OSError(f"a CUDA process could not run through it: {_text(probe)}")
 
 
 def _without(mode: MpsMode, why: str) -> tuple[None, str]:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -136,8 +137,9 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{_connect_host(self.settings.metrics_host)}:{self.settings.metrics_port}/metrics"
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> TritonServer:
-        """Launch the server and block until it reports ready (or raise with its log)."""
+    def start(self, timeout: float = START_TIMEOUT_S, cancel: threading.Event | None = None) -> TritonServer:
+        """Launch the server and block until it reports ready (or raise with its log, or once
+        ``cancel`` is set: serve stopping while supervise restarts the server)."""
         self.binary.install_python_stub()
         self.shm_prefix = shm.new_prefix()
         command = [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)]
@@ -150,10 +152,10 @@ class TritonServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env={**env, **(self.mps.environment if self.mps else {})},
+                    env=self.mps.client_environment(env) if self.mps else env,
                     start_new_session=True,  # its own process group: stubs stop with it
                 )
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, cancel)
         except BaseException:
             self.stop()
             raise
@@ -173,9 +175,11 @@ class TritonServer:
         ensemble is unloaded): what a client, or a probe, needs."""
         return self.is_ready() and self.is_ready(ENSEMBLE_NAME)
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                raise ServerError("stopped while starting")
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
             if self.is_serving():
@@ -197,8 +201,9 @@ class TritonServer:
         outlives it, then remove the shared-memory regions of this start that are left (a crashed
         server or a killed stub leaves them), and stop its MPS daemon.
         """
-        returncode = None
-        if self.process is not None:
+        try:
+            if self.process is None:
+                return None
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
                 try:
@@ -208,11 +213,11 @@ class TritonServer:
                     self.process.wait()
             _signal_group(self.process.pid, signal.SIGKILL)  # any stub left behind
             shm.remove_regions(self.shm_prefix)
-            returncode = self.process.returncode
-        if self.mps is not None:
-            self.mps.stop()
-            self.mps = None
-        return returncode
+            return self.process.returncode
+        finally:
+            if self.mps is not None:  # after its clients: the daemon's server ends with them
+                self.mps.stop()
+                self.mps = None
 
     def _activity(self) -> tuple[float, float] | None:
         """(queued requests, completed requests) summed over all models, from the metrics endpoint."""
@@ -283,11 +288,11 @@ class TritonServer:
         if not self.is_ready(model) or (ensemble_was_ready and not self.is_ready(ENSEMBLE_NAME)):
             raise ServerError(f"{model} was loaded again but is not ready")
 
-    def restart(self, timeout: float = START_TIMEOUT_S) -> None:
+    def restart(self, timeout: float = START_TIMEOUT_S, cancel: threading.Event | None = None) -> None:
         """Stop without draining (a dead stub never finishes its requests), then start again."""
         self.stop(timeout=5.0)
         self.process = None
-        self.start(timeout)
+        self.start(timeout, cancel)
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.process is None else self

@@ -105,14 +105,15 @@ def supervise(server: TritonServer, stop, log, backoff: Backoff | None = None) -
         log(f"{reason}; {action} (recovery {backoff.attempt}" + (f", after waiting {delay:.0f} s)" if delay else ")"))
         if stop.wait(delay):
             break
-        if done := _recover(server, model, log):
+        if done := _recover(server, model, log, stop):
             watch = StubWatch(server)
             log(f"{done} and ready ({len(watch.models)} Python stubs)")
     return 0
 
 
-def _recover(server: TritonServer, model: str | None, log) -> str | None:
-    """Reload ``model`` if given, else (or if that fails) restart the server; what was done, or None."""
+def _recover(server: TritonServer, model: str | None, log, stop) -> str | None:
+    """Reload ``model`` if given, else (or if that fails) restart the server (given up once ``stop``
+    is set); what was done, or None."""
     if model is not None:
         try:
             server.reload_model(model)
@@ -120,8 +121,8 @@ def _recover(server: TritonServer, model: str | None, log) -> str | None:
         except ServerError as exc:
             log(f"reloading {model} failed ({exc}); restarting tritonserver")
     try:
-        server.restart()
-        return "tritonserver restarted"
+        server.restart(cancel=stop)
+        return "tritonserver restarted" + (f" ({server.gpu_sharing})" if server.gpu_sharing else "")
     except ServerError as exc:  # e.g. a model that no longer loads: the next recovery waits longer
         log(f"restarting tritonserver failed: {exc}")
         return None
