@@ -182,6 +182,19 @@ def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, im
         server.stop()
 
 
+def test_a_restart_stops_waiting_for_readiness_once_serve_is_told_to_stop(repository, tmp_path):
+    server = TritonServer(ServerSettings.on_free_ports(repository), log_path=tmp_path / "log").start()
+    told_to_stop = threading.Event()
+    told_to_stop.set()  # SIGTERM to serve while supervise restarts the server
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServerError, match="stopped while starting"):
+            server.restart(cancel=told_to_stop)
+        assert time.monotonic() - started < 30 and server.process.poll() is not None  # nothing left running
+    finally:
+        server.stop()
+
+
 def repository_call(url: str, action: str, headers: dict[str, str]) -> int:
     """POST /v2/repository/models/preprocess/<action> (load or unload); the HTTP status."""
     request = urllib.request.Request(f"http://{url}/v2/repository/models/preprocess/{action}", b"{}", headers)
