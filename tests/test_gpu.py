@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from hostile_payloads import base_images, bit_flips, random_bytes, truncations
 from resnet_serve.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
-from resnet_serve.gpu_placement import instance_gpu, memory_pool_args, parse_gpus
+from resnet_serve.gpu_placement import gpu_memory_gib, image_instances_for, instance_gpu, memory_pool_args, parse_gpus
 from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
@@ -262,6 +262,20 @@ def test_each_instance_finds_its_gpu_from_what_triton_tells_it():
     assert instance_gpu({**cpu, "model_instance_name": "gpu_2_1"}) == 2  # group gpu_2, its second instance
     assert instance_gpu({**cpu, "model_instance_name": "gpu_10_0"}) == 10
     assert instance_gpu({**cpu, "model_instance_name": "preprocess_0_0"}) == 0  # a repository of old
+
+
+def test_gpus_with_less_memory_get_fewer_instances_by_default(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    spec = RepositorySpec(model_file=tmp_path / "m.pt", classifier="torch", device="cuda")
+    for listed, instances in [("81559\n81559", 8), ("81559\n23034", 4), ("15360", 2), ("4096", 1), ("n/a", 8)]:
+        smi.write_text(f"#!/bin/sh\necho '{listed}'\n")  # stands in for the NVIDIA driver's tool
+        smi.chmod(0o755)
+        gpu_memory_gib.cache_clear()
+        assert spec.image_instances == instances, listed
+    assert replace(spec, preprocess_instances=6).image_instances == 6  # asked for: as asked
+    assert image_instances_for((), 8) == 8  # no nvidia-smi (CPU CI): the default
+    gpu_memory_gib.cache_clear()
 
 
 def test_every_gpu_in_use_gets_the_cuda_memory_pool():

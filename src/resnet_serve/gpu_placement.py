@@ -9,8 +9,10 @@ groups (README), where Triton gives no GPU: they get one KIND_CPU group per GPU,
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -58,6 +60,29 @@ def instance_gpu(args: Mapping[str, str]) -> int:
         return int(args["model_instance_device_id"])
     match = _INSTANCE_NAME.fullmatch(args.get("model_instance_name", ""))
     return int(match[1]) if match else 0
+
+
+# GPU memory an instance of the image-taking model may hold: 4.5 GiB per fused instance under load on
+# an H100 (benchmarks/RESULTS.md, stop 21), plus 1 GiB for the server's CUDA memory pool and headroom.
+GIB_PER_IMAGE_INSTANCE = 5.5
+
+
+@functools.cache
+def gpu_memory_gib() -> tuple[float, ...]:
+    """Total memory (GiB) of every GPU the NVIDIA driver lists (nvidia-smi); () where it cannot tell."""
+    try:
+        query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+        result = subprocess.run(query, capture_output=True, text=True, timeout=30)
+        return tuple(int(mib) / 1024 for mib in result.stdout.split()) if result.returncode == 0 else ()
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return ()
+
+
+def image_instances_for(memory_gib: Sequence[float], most: int) -> int:
+    """``most`` instances per GPU, or as many as the smallest GPU holds (at least one)."""
+    if not memory_gib:
+        return most
+    return max(1, min(most, int(min(memory_gib) // GIB_PER_IMAGE_INSTANCE)))
 
 
 def memory_pool_args(gpus: Sequence[int], pool_bytes: int) -> list[str]:

@@ -36,7 +36,14 @@ from resnet_serve.contract import (
 )
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.gpu_decode import DECODERS, GpuDecoder
-from resnet_serve.gpu_placement import gpus_in_use, group_name, parse_gpus
+from resnet_serve.gpu_placement import (
+    GIB_PER_IMAGE_INSTANCE,
+    gpu_memory_gib,
+    gpus_in_use,
+    group_name,
+    image_instances_for,
+    parse_gpus,
+)
 from resnet_serve.openvino_classifier import Precision
 from resnet_serve.openvino_config import (
     ONNX_FILE,
@@ -91,7 +98,8 @@ CLASSIFIERS: dict[str, Classifier] = {  # the OpenVINO kinds also take an IR: op
 # (server/mps.py) they run on the GPU at once. One H100, fused, 500x375 JPEG, 8 images/request, best
 # img/s, one run: 8 instances with MPS 10,350; without MPS 8 instances 7,360 and 4 instances 7,936
 # (another run, with MPS: 4 / 6 / 8 instances 8,312 / 9,714 / 10,304; benchmarks/RESULTS.md). Where
-# MPS cannot run, 4 serve more than 8, and each instance holds GPU memory (docs/DEPLOY.md).
+# MPS cannot run, 4 serve more than 8; and each instance holds GPU memory, so GPUs with less take
+# fewer (gpu_placement.image_instances_for).
 GPU_IMAGE_INSTANCES = 8
 
 
@@ -116,7 +124,9 @@ class RepositorySpec:
     max_queue_delay_us: int = option(1000, "dynamic batcher wait, in microseconds")
     max_queue_size: int = option(1024, "requests waiting for the first step before new ones are refused")
     preprocess_instances: int = option(
-        0, f"instances of the model taking the images, per device (0: 1 on the CPU, {GPU_IMAGE_INSTANCES} per GPU)"
+        0,
+        f"instances of the model taking the images, per device (0: 1 on the CPU; {GPU_IMAGE_INSTANCES} per GPU, "
+        f"fewer on GPUs under {GPU_IMAGE_INSTANCES * GIB_PER_IMAGE_INSTANCE:.0f} GiB)",
     )
     preprocess_threads: int = option(0, "decode threads per preprocess instance (0: all cores)")
     classifier_instances: int = option(1, "classifier model instances")
@@ -157,7 +167,7 @@ class RepositorySpec:
         """Instances (per GPU on the GPU) of the model that takes the encoded images."""
         if self.preprocess_instances:
             return self.preprocess_instances
-        return GPU_IMAGE_INSTANCES if self.device == "cuda" else 1
+        return image_instances_for(gpu_memory_gib(), GPU_IMAGE_INSTANCES) if self.device == "cuda" else 1
 
     @property
     def passes_gpu_tensors(self) -> bool:

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     )
     with step(f"Writing model repository {args.output} (classifier {spec.classifier_name}, model {spec.model_file})"):
         write_repository(args.output, spec)
+    if spec.device == "cuda":
+        say(f"GPUs {', '.join(map(str, spec.gpu_ids))}: {spec.image_instances} instances each take the images")
     precision = read_marker(args.output).get("precision")
     if precision:
         say(f"Classifier precision: {precision}")
