@@ -307,10 +307,8 @@ def fake_mps_control(tmp_path) -> tuple[dict[str, str], Path]:
     return {"PATH": str(control.parent)}, calls
 
 
-host_mps = pytest.mark.skipif(
-    bool(os.environ.get(PIPE_VARIABLE)) or (DEFAULT_PIPE_DIRECTORY / "control").exists(),
-    reason="this host runs an MPS daemon of its own, which a server uses as it is",
-)
+HOST_MPS = bool(os.environ.get(PIPE_VARIABLE)) or (DEFAULT_PIPE_DIRECTORY / "control").exists()
+host_mps = pytest.mark.skipif(HOST_MPS, reason="this host runs an MPS daemon of its own, which a server uses as it is")
 
 
 @host_mps
@@ -448,7 +446,7 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
     spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT, profile=profile)
     root = write_repository(tmp_path / "repo", spec)
     gpus = read_marker(root)["gpus"]  # every visible GPU by default
-    if mps == "on" and (not shutil.which(CONTROL) or os.environ.get(PIPE_VARIABLE)):
+    if mps == "on" and (not shutil.which(CONTROL) or HOST_MPS):
         pytest.skip(f"{CONTROL} is not on PATH, or the host runs its own MPS daemon")
     settings = ServerSettings.on_free_ports(root, cuda_memory_pool_bytes=1 << 30, gpus=gpus, mps=mps)
     names = ["mug.jpg", "mug_500x375.jpg", "mug_gray.png", "mug_cmyk.jpg", "mug_tiny.jpg"]
