@@ -204,7 +204,8 @@ def main() -> None:
         ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
     # fused instances per GPU: decode of one batch beside another's classifier
-    for instances in [int(n) for n in args.instances.split(",")]:
+    instance_counts = [int(n) for n in args.instances.split(",")]
+    for instances in instance_counts:
         more, levels = {"gpus": one, "preprocess_instances": instances}, concurrencies[2:5]
         runs += [(f"fused-{instances}inst", "fused-gpu", 1, concurrencies, more),
                  (f"fused-{instances}inst-x8", "fused-gpu", 8, levels, more),
@@ -215,7 +216,7 @@ def main() -> None:
             (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:6], {"gpus": every}),
             (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:6], {"gpus": every}),
         ]
-        for instances in [int(n) for n in args.instances.split(",")]:
+        for instances in instance_counts:
             more = {"gpus": every, "preprocess_instances": instances}
             runs += [(f"fused-{count}gpu-{instances}inst-x8", "fused-gpu", 8, concurrencies[3:6], more)]
     if args.runs:

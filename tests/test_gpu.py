@@ -404,7 +404,7 @@ def test_a_server_runs_its_clients_through_its_mps_daemon_without_cuda_visible_d
     settings = ServerSettings.on_free_ports(repository, gpus=[0, 1])
     with TritonServer(settings, log_path=tmp_path / "log") as server:
         assert server.mps is not None and server.gpu_sharing.startswith("MPS: a daemon of this server's own")
-        daemon = int((server.mps.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text())
+        daemon = server.mps.daemon_pid()
         lines = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
         environment = dict(line.split(b"=", 1) for line in lines if line)
         assert environment[PIPE_VARIABLE.encode()] == str(server.mps.directory / "pipe").encode()
@@ -465,8 +465,7 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
         assert len(server.stub_pids()) == expected_stub_count(root)  # serve's count of KIND_GPU stubs holds
         assert gpus_running(server.stub_pids()) == set(gpus)  # one pipeline on each GPU, not all on GPU 0
         if server.mps is not None:  # this server's own daemon runs an MPS server
-            daemon = [int((server.mps.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text())]
-            daemon += server.mps.server_pids()
+            daemon = [server.mps.daemon_pid(), *server.mps.server_pids()]
             assert len(daemon) == 2 and all(map(procfs.alive, daemon)), daemon
     if mps == "on":
         assert not any(map(procfs.alive, daemon))  # stopped with tritonserver

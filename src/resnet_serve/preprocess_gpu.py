@@ -181,7 +181,7 @@ class GpuPreprocessor:
                 if pixels is None:  # the GPU refused it: Pillow decides
                     decoded[index] = self._cpu_decode(images[index], checked[index])
                 else:
-                    decoded[index].pixels = orient(pixels, orientations.get(index, 1))
+                    decoded[index].pixels = orient(pixels, orientations[index])
         return decoded
 
     def __call__(

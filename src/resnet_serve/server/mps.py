@@ -88,6 +88,13 @@ class MpsDaemon:
         env = {**os.environ, **self.environment}
         return subprocess.run([str(self.control), *args], **stdin, capture_output=True, env=env, timeout=30)
 
+    def daemon_pid(self) -> int | None:
+        """The control daemon's process, from the pid file it writes in its pipe directory."""
+        try:
+            return int((self.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
     def server_pids(self) -> list[int]:
         """The MPS servers this daemon runs (one per user; started by the first client)."""
         listed = self.control_command(command=b"get_server_list\n").stdout.split()
@@ -103,9 +110,8 @@ class MpsDaemon:
     def stop(self) -> None:
         """Ask the daemon to quit (its server goes with it once the clients are gone); kill what is
         left after STOP_WAIT_S; remove its directory."""
-        pids = []
-        with contextlib.suppress(OSError, ValueError):
-            pids.append(int((self.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text()))
+        daemon = self.daemon_pid()
+        pids = [] if daemon is None else [daemon]
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # gone, or hung: killed below
             pids += self.server_pids()
             self.control_command(command=b"quit\n")
