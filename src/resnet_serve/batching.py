@@ -67,6 +67,25 @@ def gather_images(
     return gathered
 
 
+def gather_requests(
+    pb_utils, requests: Sequence, input_name: str, lengths_name: str, options: PreprocessOptions
+) -> Gathered:
+    """:func:`gather_images` over Triton requests: each one's ``input_name`` tensor and its optional
+    ``lengths_name`` tensor (absent from a client of the seed's one-input contract).
+
+    ``pb_utils`` is the Python backend's module, as in :func:`responses`.
+    """
+
+    def read_input(request) -> np.ndarray:
+        return pb_utils.get_input_tensor_by_name(request, input_name).as_numpy()
+
+    def read_lengths(request) -> np.ndarray | None:
+        tensor = pb_utils.get_input_tensor_by_name(request, lengths_name)
+        return None if tensor is None else tensor.as_numpy()
+
+    return gather_images(requests, read_input, input_name, options, read_lengths, lengths_name)
+
+
 def _request_rows(request, read_input, input_name, read_lengths, lengths_name, max_bytes) -> tuple[list[bytes], bool]:
     """One request's images (cut to their lengths when it sent them: padding is never copied) and
     whether it sent lengths. The ImageError raised names the input at fault."""

@@ -122,6 +122,14 @@ class GpuPreprocessor:
         self.device, self.dtype, self.options = torch.device(device), dtype, options or PreprocessOptions()
         self.decoders = make_decoders(self.device, decoder)
 
+    @classmethod
+    def for_model(cls, params: dict[str, str], device: str | torch.device, dtype: torch.dtype) -> GpuPreprocessor:
+        """A Triton model's preprocessor, from its config parameters (the preprocess options and
+        ``gpu_decoder``), warmed up: models build it in ``initialize``, before Triton calls them ready."""
+        preprocessor = cls(device, dtype, PreprocessOptions.from_parameters(params), params.get("gpu_decoder", "auto"))
+        preprocessor.warm_up()
+        return preprocessor
+
     def warm_up(self) -> None:
         """Decode and resize a small JPEG with each decoder a batch may choose, so that their lazy
         set-up (nvJPEG handles, the hardware engines' state) happens at model load, not on the first

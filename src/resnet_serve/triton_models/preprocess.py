@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import triton_python_backend_utils as pb_utils
 
-from resnet_serve.batching import gather_images, request_errors, responses
+from resnet_serve.batching import gather_requests, request_errors, responses
 from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
 from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 
@@ -23,19 +23,9 @@ class TritonPythonModel:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
 
     def execute(self, requests):
-        gathered = gather_images(
-            requests, self._image_tensor, self.input_name, self.options, self._lengths, self.lengths_name
-        )
+        gathered = gather_requests(pb_utils, requests, self.input_name, self.lengths_name, self.options)
         batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool, gathered.infos)
         return responses(pb_utils, self.output_name, batch, gathered.slices, request_errors(gathered, image_errors))
-
-    def _image_tensor(self, request):
-        return pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-
-    def _lengths(self, request):
-        """The optional INT64 [N, 1] image lengths; None from a client of the seed's one-input contract."""
-        tensor = pb_utils.get_input_tensor_by_name(request, self.lengths_name)
-        return None if tensor is None else tensor.as_numpy()
 
     def finalize(self):
         self.pool.shutdown(wait=False, cancel_futures=True)
