@@ -339,10 +339,13 @@ def test_mps_is_only_started_for_gpu_servers_without_a_daemon_of_the_hosts(tmp_p
         start_daemon("yes", [0], env)
 
 
-def test_mps_clients_see_the_daemons_gpus_not_cuda_visible_devices():
-    daemon = MpsDaemon(control=Path(CONTROL), directory=Path("/tmp/d"))
+def test_mps_clients_name_the_daemons_gpus_by_uuid_never_by_the_numbers_they_were_given():
+    pipes = {PIPE_VARIABLE: "/tmp/d/pipe", "CUDA_MPS_LOG_DIRECTORY": "/tmp/d/log"}
+    daemon = MpsDaemon(control=Path(CONTROL), directory=Path("/tmp/d"), visible_devices="GPU-a,GPU-b")
     client = daemon.client_environment({"CUDA_VISIBLE_DEVICES": "2,3", "PATH": "/bin"})
-    assert client == {"PATH": "/bin", PIPE_VARIABLE: "/tmp/d/pipe", "CUDA_MPS_LOG_DIRECTORY": "/tmp/d/log"}
+    assert client == {"PATH": "/bin", **pipes, "CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b"}
+    every_gpu = MpsDaemon(control=Path(CONTROL), directory=Path("/tmp/d"))
+    assert every_gpu.client_environment({"PATH": "/bin"}) == {"PATH": "/bin", **pipes}
 
 
 @host_mps
@@ -366,6 +369,11 @@ FAKE_LIBCUDA = """
 #include <stdlib.h>
 int cuInit(unsigned flags) { return 0; }
 int cuDeviceGet(int *device, int index) { *device = index; return 0; }
+int cuDeviceGetCount(int *count) { *count = 2; return 0; }
+int cuDeviceGetUuid_v2(unsigned char *uuid, int device) {
+    for (int i = 0; i < 16; i++) uuid[i] = 0xa0 + device;
+    return 0;
+}
 int cuDevicePrimaryCtxRetain(void **context, int device) { *context = (void *) 1; return 0; }
 int cuDevicePrimaryCtxRelease_v2(int device) { return 0; }
 int cuGetErrorName(int code, const char **name) { *name = "CUDA_ERROR_FAKE"; return 0; }
@@ -386,7 +394,7 @@ esac
 @host_mps
 @pytest.mark.server
 @pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler for a stand-in CUDA driver")
-def test_a_server_runs_its_clients_through_its_mps_daemon_without_cuda_visible_devices_and_stops_it(
+def test_a_server_runs_its_clients_through_its_mps_daemon_on_the_gpus_uuids_and_stops_it(
     tmp_path, repository, monkeypatch
 ):
     """CUDA and MPS cannot exist here: a compiled stand-in for libcuda and a script for the daemon
@@ -400,17 +408,22 @@ def test_a_server_runs_its_clients_through_its_mps_daemon_without_cuda_visible_d
     (tmp_path / "bin" / CONTROL).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     monkeypatch.setenv("LD_LIBRARY_PATH", f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the daemon's to see; its clients see 0 and 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the stand-in driver shows them as GPUs a0.. and a1..
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     settings = ServerSettings.on_free_ports(repository, gpus=[0, 1])
     with TritonServer(settings, log_path=tmp_path / "log") as server:
         assert server.mps is not None and server.gpu_sharing.startswith("MPS: a daemon of this server's own")
         daemon = server.mps.daemon_pid()
-        lines = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
-        environment = dict(line.split(b"=", 1) for line in lines if line)
-        assert environment[PIPE_VARIABLE.encode()] == str(server.mps.directory / "pipe").encode()
-        assert b"CUDA_VISIBLE_DEVICES" not in environment and procfs.alive(daemon) and server.is_serving()
+        uuids = b"GPU-a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0,GPU-a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1"
+        for pid in (server.process.pid, daemon):
+            lines = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            environment = dict(line.split(b"=", 1) for line in lines if line)
+            assert environment[PIPE_VARIABLE.encode()] == str(server.mps.directory / "pipe").encode()
+            assert environment[b"CUDA_VISIBLE_DEVICES"] == uuids
+        assert procfs.alive(daemon) and server.is_serving()
         directory = server.mps.directory
-    assert not procfs.alive(daemon) and not directory.exists()
+    assert not procfs.alive(daemon) and not directory.exists() and not any((tmp_path / "cwd").iterdir())
 
 
 def test_auto_decoder_takes_the_large_batch_decoder_only_for_large_batches():
@@ -479,8 +492,10 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
 
 
 def gpus_running(pids: list[int]) -> set[int]:
-    """The GPUs (CUDA's numbering) on which any of ``pids`` holds a CUDA context (NVML)."""
+    """The GPUs (CUDA's numbering) on which any of ``pids`` holds a CUDA context (NVML, which numbers
+    every GPU of the host: matched to CUDA's by UUID)."""
     pynvml = pytest.importorskip("pynvml")
+    cuda_index = {str(torch.cuda.get_device_properties(i).uuid): i for i in range(torch.cuda.device_count())}
     pynvml.nvmlInit()
     try:
         found = set()
@@ -488,8 +503,10 @@ def gpus_running(pids: list[int]) -> set[int]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             running = [*pynvml.nvmlDeviceGetComputeRunningProcesses(handle),
                        *pynvml.nvmlDeviceGetMPSComputeRunningProcesses(handle)]  # fmt: skip
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            uuid = (uuid.decode() if isinstance(uuid, bytes) else uuid).removeprefix("GPU-")
             if {p.pid for p in running} & set(pids):
-                found.add(index)
+                found.add(cuda_index.get(uuid, f"a GPU outside CUDA_VISIBLE_DEVICES ({uuid})"))
         return found
     finally:
         pynvml.nvmlShutdown()

@@ -63,7 +63,8 @@ def instance_gpu(args: Mapping[str, str]) -> int:
 
 
 # GPU memory an instance of the image-taking model may hold: 4.5 GiB per fused instance under load on
-# an H100 (benchmarks/RESULTS.md, stop 21), plus 1 GiB for the server's CUDA memory pool and headroom.
+# an H100 (benchmarks/RESULTS.md, stop 21; 36.8 GiB for 8 on an H200 in stop 22), plus 1 GiB for
+# the server's CUDA memory pool and headroom.
 GIB_PER_IMAGE_INSTANCE = 5.5
 
 

@@ -9,9 +9,12 @@ once: one H100, fused, 8 images/request, 8 instances served 10,350 img/s with MP
 
 The daemon is private: its pipe directory is given to this server's processes alone (other CUDA
 programs of the machine do not use it), and a host that runs its own daemon (its pipe directory in
-``$CUDA_MPS_PIPE_DIRECTORY``, or the default one) keeps it. The daemon, not its clients, gets
-``$CUDA_VISIBLE_DEVICES`` (NVIDIA's MPS documentation: clients must not set it; they see the
-daemon's GPUs, numbered from 0 as before). A CUDA driver that cannot reach the daemon runs its
+``$CUDA_MPS_PIPE_DIRECTORY``, or the default one) keeps it. A ``$CUDA_VISIBLE_DEVICES`` of GPU
+numbers reaches the daemon and its clients as the same GPUs' UUIDs: NVIDIA's MPS documentation says
+the daemon's GPUs are renumbered from 0 for its clients, so the numbers name other GPUs there, and
+a client without the variable sees one GPU through CUDA but every GPU through NVML, which torch
+counts by (a serve on ``CUDA_VISIBLE_DEVICES=0`` of 4 x H200 failed to load:
+``device=1, num_gpus=1``, stop 22). A CUDA driver that cannot reach the daemon runs its
 program without MPS, so before the server starts a small process makes a context on each of the
 server's GPUs and, while it holds them, the daemon must list an MPS server: where it does not (no daemon binary in
 the container, a GPU mode MPS refuses), ``auto`` serves without MPS and says why, ``on`` fails.
@@ -37,16 +40,16 @@ from resnet_serve.server.binary import ServerError
 
 CONTROL = "nvidia-cuda-mps-control"
 PIPE_VARIABLE, LOG_VARIABLE = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
+VISIBLE_VARIABLE = "CUDA_VISIBLE_DEVICES"
 DEFAULT_PIPE_DIRECTORY = Path("/tmp/nvidia-mps")  # where clients look when PIPE_VARIABLE is unset
 MpsMode = Literal["auto", "on", "off"]
 MPS_MODES: tuple[MpsMode, ...] = ("auto", "on", "off")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL included
 STOP_WAIT_S = 10.0
 
-# A context on each GPU given (CUDA's numbers), as an instance would make one, with the driver's own
-# library (no torch to import, and no CUDA context in the serving process itself); while they are
-# held, the daemon must list an MPS server, or CUDA ran without it.
-_PROBE = """
+# Small CUDA programs run with the driver's own library: no torch to import, and no CUDA context in
+# the serving process itself.
+_CUDA = """
 import ctypes, subprocess, sys
 cuda = ctypes.CDLL("libcuda.so.1")
 def check(call, *args):
@@ -56,6 +59,26 @@ def check(call, *args):
         cuda.cuGetErrorName(code, ctypes.byref(name))
         sys.exit(f"{call} failed: {(name.value or b'?').decode()} ({code})")
 check("cuInit", 0)
+"""
+# The UUIDs of the GPUs this environment shows CUDA, in CUDA's order, as $CUDA_VISIBLE_DEVICES takes them.
+_UUIDS = (
+    _CUDA
+    + """
+count = ctypes.c_int()
+check("cuDeviceGetCount", ctypes.byref(count))
+for index in range(count.value):
+    device, uuid = ctypes.c_int(), ctypes.create_string_buffer(16)
+    check("cuDeviceGet", ctypes.byref(device), index)
+    check("cuDeviceGetUuid_v2", uuid, device)
+    digits = uuid.raw.hex()
+    print(f"GPU-{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}")
+"""
+)
+# A context on each GPU given (CUDA's numbers), as an instance would make one; while they are held,
+# the daemon must list an MPS server, or CUDA ran without it.
+_PROBE = (
+    _CUDA
+    + """
 devices = [ctypes.c_int() for _ in sys.argv[2:]]
 for device, index in zip(devices, sys.argv[2:]):
     check("cuDeviceGet", ctypes.byref(device), int(index))
@@ -66,6 +89,7 @@ for device in devices:
 if not listed.split():
     sys.exit("CUDA ran without it (the daemon started no MPS server)")
 """
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,18 +98,22 @@ class MpsDaemon:
 
     control: Path
     directory: Path
+    visible_devices: str | None = None  # $CUDA_VISIBLE_DEVICES as UUIDs, for the daemon and its clients
 
     @property
     def environment(self) -> dict[str, str]:
-        return {PIPE_VARIABLE: str(self.directory / "pipe"), LOG_VARIABLE: str(self.directory / "log")}
+        env = {PIPE_VARIABLE: str(self.directory / "pipe"), LOG_VARIABLE: str(self.directory / "log")}
+        return env if self.visible_devices is None else {**env, VISIBLE_VARIABLE: self.visible_devices}
 
     def client_environment(self, env: Mapping[str, str]) -> dict[str, str]:
-        """``env`` for a process whose CUDA goes through this daemon."""
-        return {**{k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}, **self.environment}
+        """``env`` for the daemon or a process whose CUDA goes through it."""
+        return {**{k: v for k, v in env.items() if k != VISIBLE_VARIABLE}, **self.environment}
 
-    def control_command(self, *args: str, command: bytes | None = None) -> subprocess.CompletedProcess:
+    def control_command(
+        self, *args: str, command: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         stdin = {"input": command} if command is not None else {"stdin": subprocess.DEVNULL}
-        env = {**os.environ, **self.environment}
+        env = self.client_environment(os.environ if env is None else env)
         return subprocess.run([str(self.control), *args], **stdin, capture_output=True, env=env, timeout=30)
 
     def daemon_pid(self) -> int | None:
@@ -145,7 +173,12 @@ def start_daemon(
     control = shutil.which(CONTROL, path=env.get("PATH"))
     if control is None:
         return _without(mode, f"{CONTROL} is not on PATH")
-    daemon = MpsDaemon(control=Path(control), directory=Path(tempfile.mkdtemp(prefix="resnet-serve-mps-")))
+    try:
+        visible = _visible_uuids(env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return _without(mode, f"{VISIBLE_VARIABLE} could not be given to MPS: {exc}")
+    directory = Path(tempfile.mkdtemp(prefix="resnet-serve-mps-"))
+    daemon = MpsDaemon(control=Path(control), directory=directory, visible_devices=visible)
     try:
         _start(daemon, gpus, env)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -162,9 +195,9 @@ def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> No
     """Start ``daemon`` and check that CUDA runs through it on ``gpus``; OSError says why not."""
     if len(socket := daemon.environment[PIPE_VARIABLE] + "/control") > MAX_SOCKET_PATH:
         raise OSError(f"its socket path would be {len(socket)} bytes, more than a Unix socket takes: {socket}")
-    for path in daemon.environment.values():
-        Path(path).mkdir()
-    started = daemon.control_command("-d")
+    for variable in (PIPE_VARIABLE, LOG_VARIABLE):
+        Path(daemon.environment[variable]).mkdir()
+    started = daemon.control_command("-d", env=env)
     if started.returncode != 0:
         raise OSError(f"{CONTROL} -d exited with {started.returncode}: {_text(started)}")
     probe = subprocess.run(
@@ -175,6 +208,17 @@ def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> No
     )
     if probe.returncode != 0:
         raise OSError(f"a CUDA process could not run through it: {_text(probe)}")
+
+
+def _visible_uuids(env: Mapping[str, str]) -> str | None:
+    """``env``'s $CUDA_VISIBLE_DEVICES with GPU numbers replaced by UUIDs (None: unset); OSError says why not."""
+    visible = env.get(VISIBLE_VARIABLE)
+    if visible is None or not any(entry.strip().isdigit() for entry in visible.split(",")):
+        return visible  # every GPU, or UUIDs already
+    listed = subprocess.run([sys.executable, "-c", _UUIDS], capture_output=True, env=dict(env), timeout=60)
+    if listed.returncode != 0:
+        raise OSError(f"listing its GPUs failed: {_text(listed)}")
+    return ",".join(listed.stdout.decode().split())
 
 
 def _without(mode: MpsMode, why: str) -> tuple[None, str]:
