@@ -24,7 +24,7 @@ from resnet_serve.gpu_placement import gpu_memory_gib, image_instances_for, inst
 from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
 from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
-from resnet_serve.server import ServerError, procfs
+from resnet_serve.server import ServerError, mps, procfs
 from resnet_serve.server.mps import CONTROL, DEFAULT_PIPE_DIRECTORY, PIPE_VARIABLE, MpsDaemon, start_daemon
 from resnet_serve.torch_classifier import GraphedClassifier
 
@@ -348,6 +348,27 @@ def test_mps_clients_name_the_daemons_gpus_by_uuid_never_by_the_numbers_they_wer
     assert every_gpu.client_environment({"PATH": "/bin"}) == {"PATH": "/bin", **pipes}
 
 
+def test_cuda_visible_devices_without_gpu_numbers_reaches_mps_as_it_is(monkeypatch):
+    monkeypatch.setattr(mps, "_UUIDS", "raise SystemExit('the GPUs were listed')")  # so listing them fails
+    for value in ["GPU-a,MIG-b", "", "-1"]:  # UUIDs and MIG ids; no GPU
+        assert mps._visible_uuids({"CUDA_VISIBLE_DEVICES": value}) == value
+    assert mps._visible_uuids({}) is None  # every GPU
+
+
+@host_mps
+def test_gpu_numbers_cuda_cannot_turn_into_uuids_leave_the_server_without_mps_and_say_why(tmp_path, monkeypatch):
+    env, calls = fake_mps_control(tmp_path)
+    monkeypatch.setattr(mps, "_UUIDS", "print('GPU-a')")  # a driver that finds the first GPU only
+    daemon, sharing = start_daemon("auto", [0, 1], {**env, "CUDA_VISIBLE_DEVICES": "0,7"})
+    assert daemon is None
+    assert sharing.startswith("without MPS: CUDA_VISIBLE_DEVICES='0,7' names 2 GPUs, but CUDA finds 1"), sharing
+    monkeypatch.setattr(mps, "_UUIDS", "raise SystemExit('cuInit failed: CUDA_ERROR_NO_DEVICE (100)')")
+    expected = "--mps on: CUDA_VISIBLE_DEVICES='7': CUDA could not list these GPUs: cuInit failed: CUDA_ERROR_NO"
+    with pytest.raises(ServerError, match=expected):
+        start_daemon("on", [0], {**env, "CUDA_VISIBLE_DEVICES": "7"})
+    assert not calls.exists()  # no daemon was started
+
+
 @host_mps
 @pytest.mark.server
 def test_a_server_whose_mps_daemon_cannot_run_serves_without_it_and_leaves_none(tmp_path, repository, monkeypatch):
@@ -367,13 +388,26 @@ def test_a_server_whose_mps_daemon_cannot_run_serves_without_it_and_leaves_none(
 
 FAKE_LIBCUDA = """
 #include <stdlib.h>
+#include <string.h>
 int cuInit(unsigned flags) { return 0; }
 int cuDeviceGet(int *device, int index) { *device = index; return 0; }
-int cuDeviceGetCount(int *count) { *count = 2; return 0; }
-int cuDeviceGetUuid_v2(unsigned char *uuid, int device) {
-    for (int i = 0; i < 16; i++) uuid[i] = 0xa0 + device;
+/* The GPUs CUDA_VISIBLE_DEVICES lists by number (2 without it); GPU n's UUID is 16 bytes 0xa0 + n. */
+int cuDeviceGetCount(int *count) {
+    const char *list = getenv("CUDA_VISIBLE_DEVICES");
+    *count = list ? 1 : 2;
+    for (; list && *list; list++) *count += *list == ',';
     return 0;
 }
+static int gpu_number(int device) {
+    const char *list = getenv("CUDA_VISIBLE_DEVICES");
+    for (int i = 0; list && i < device; i++) list = strchr(list, ',') + 1;
+    return list ? atoi(list) : device;
+}
+int cuDeviceGetUuid(unsigned char *uuid, int device) {
+    memset(uuid, 0xa0 + gpu_number(device), 16);
+    return 0;
+}
+int cuDeviceGetUuid_v2(unsigned char *uuid, int device) { return cuDeviceGetUuid(uuid, device); }
 int cuDevicePrimaryCtxRetain(void **context, int device) { *context = (void *) 1; return 0; }
 int cuDevicePrimaryCtxRelease_v2(int device) { return 0; }
 int cuGetErrorName(int code, const char **name) { *name = "CUDA_ERROR_FAKE"; return 0; }
@@ -408,14 +442,14 @@ def test_a_server_runs_its_clients_through_its_mps_daemon_on_the_gpus_uuids_and_
     (tmp_path / "bin" / CONTROL).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     monkeypatch.setenv("LD_LIBRARY_PATH", f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the stand-in driver shows them as GPUs a0.. and a1..
-    (tmp_path / "cwd").mkdir()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the stand-in driver's UUIDs: a2a2.. and a3a3..
+    (tmp_path / "cwd").mkdir()  # stays empty (a first version made a directory named after the UUIDs)
     monkeypatch.chdir(tmp_path / "cwd")
     settings = ServerSettings.on_free_ports(repository, gpus=[0, 1])
     with TritonServer(settings, log_path=tmp_path / "log") as server:
         assert server.mps is not None and server.gpu_sharing.startswith("MPS: a daemon of this server's own")
         daemon = server.mps.daemon_pid()
-        uuids = b"GPU-a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0,GPU-a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1"
+        uuids = b"GPU-a2a2a2a2-a2a2-a2a2-a2a2-a2a2a2a2a2a2,GPU-a3a3a3a3-a3a3-a3a3-a3a3-a3a3a3a3a3a3"
         for pid in (server.process.pid, daemon):
             lines = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             environment = dict(line.split(b"=", 1) for line in lines if line)
@@ -491,9 +525,9 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
     print(f"GPU {profile} on GPUs {gpus} vs CPU reference: max relative logit difference {relative:.2e}")
 
 
-def gpus_running(pids: list[int]) -> set[int]:
+def gpus_running(pids: list[int]) -> set[int | str]:
     """The GPUs (CUDA's numbering) on which any of ``pids`` holds a CUDA context (NVML, which numbers
-    every GPU of the host: matched to CUDA's by UUID)."""
+    every GPU of the host: matched to CUDA's by UUID; a GPU CUDA does not show is named in words)."""
     pynvml = pytest.importorskip("pynvml")
     cuda_index = {str(torch.cuda.get_device_properties(i).uuid): i for i in range(torch.cuda.device_count())}
     pynvml.nvmlInit()

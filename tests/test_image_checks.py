@@ -11,7 +11,7 @@ from PIL import Image
 
 import hostile_payloads as hp
 from resnet_serve import image_checks
-from resnet_serve.batching import checked_lengths, gather_images, request_errors
+from resnet_serve.batching import checked_lengths, gather_images, gather_requests, request_errors
 from resnet_serve.client import image_lengths, pack_images
 from resnet_serve.image_checks import ImageError, check_pixels, decoded_pixels, inspect_image
 from resnet_serve.preprocess import (
@@ -308,6 +308,34 @@ def screen(requests, options=DEFAULTS):
         lambda request: request[1],
     )
     return gathered, request_errors(gathered, preprocess_batch(gathered.images, options)[1])
+
+
+class FakePbUtils:
+    """Stands in for the Python backend's module (only Triton's stub can import it): a request is a
+    dict of its input arrays, and a tensor it did not send is None, as in the backend."""
+
+    class Tensor:
+        def __init__(self, array: np.ndarray):
+            self.array = array
+
+        def as_numpy(self) -> np.ndarray:
+            return self.array
+
+    @classmethod
+    def get_input_tensor_by_name(cls, request: dict, name: str):
+        return cls.Tensor(request[name]) if name in request else None
+
+
+def test_gather_requests_reads_the_named_inputs_and_takes_a_request_without_lengths(images):
+    mug, tiny = images["mug_500x375.jpg"], images["mug_tiny.jpg"]
+    requests = [
+        {"IMAGES": pack_images([mug, tiny]), "LENGTHS": image_lengths([mug, tiny])},
+        {"IMAGES": pack_images([tiny])},  # the seed's client sends no lengths
+        {"IMAGES": pack_images([tiny]), "LENGTHS": np.zeros((1, 1), np.int64)},
+    ]
+    gathered = gather_requests(FakePbUtils, requests, "IMAGES", "LENGTHS", DEFAULTS)
+    assert gathered.images == [mug, tiny, tiny] and gathered.slices == [slice(0, 2), slice(2, 3), slice(3, 3)]
+    assert list(gathered.bad_input) == [2] and gathered.bad_input[2].startswith("LENGTHS: "), gathered.bad_input
 
 
 def test_padding_is_never_decoded_with_or_without_lengths(images, bases):

@@ -60,16 +60,21 @@ def check(call, *args):
         sys.exit(f"{call} failed: {(name.value or b'?').decode()} ({code})")
 check("cuInit", 0)
 """
-# The UUIDs of the GPUs this environment shows CUDA, in CUDA's order, as $CUDA_VISIBLE_DEVICES takes them.
+# The UUIDs of the GPUs this environment shows CUDA, in CUDA's order, as $CUDA_VISIBLE_DEVICES takes
+# them. For a MIG instance the two UUID calls differ (_v2 gives the instance's): such ids are left
+# to the user, who can read them from `nvidia-smi -L`.
 _UUIDS = (
     _CUDA
     + """
 count = ctypes.c_int()
 check("cuDeviceGetCount", ctypes.byref(count))
 for index in range(count.value):
-    device, uuid = ctypes.c_int(), ctypes.create_string_buffer(16)
+    device, gpu, uuid = ctypes.c_int(), ctypes.create_string_buffer(16), ctypes.create_string_buffer(16)
     check("cuDeviceGet", ctypes.byref(device), index)
+    check("cuDeviceGetUuid", gpu, device)
     check("cuDeviceGetUuid_v2", uuid, device)
+    if gpu.raw != uuid.raw:
+        sys.exit(f"CUDA device {index} is a MIG instance: give MIG ids (nvidia-smi -L) instead of numbers")
     digits = uuid.raw.hex()
     print(f"GPU-{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}")
 """
@@ -175,8 +180,8 @@ def start_daemon(
         return _without(mode, f"{CONTROL} is not on PATH")
     try:
         visible = _visible_uuids(env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return _without(mode, f"{VISIBLE_VARIABLE} could not be given to MPS: {exc}")
+    except OSError as exc:
+        return _without(mode, str(exc))
     directory = Path(tempfile.mkdtemp(prefix="resnet-serve-mps-"))
     daemon = MpsDaemon(control=Path(control), directory=directory, visible_devices=visible)
     try:
@@ -200,25 +205,33 @@ def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> No
     started = daemon.control_command("-d", env=env)
     if started.returncode != 0:
         raise OSError(f"{CONTROL} -d exited with {started.returncode}: {_text(started)}")
-    probe = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(daemon.control), *map(str, gpus)],
-        capture_output=True,
-        env=daemon.client_environment(env),
-        timeout=60,
-    )
+    probe = _run_python(_PROBE, str(daemon.control), *map(str, gpus), env=daemon.client_environment(env))
     if probe.returncode != 0:
         raise OSError(f"a CUDA process could not run through it: {_text(probe)}")
 
 
 def _visible_uuids(env: Mapping[str, str]) -> str | None:
-    """``env``'s $CUDA_VISIBLE_DEVICES with GPU numbers replaced by UUIDs (None: unset); OSError says why not."""
+    """``env``'s $CUDA_VISIBLE_DEVICES with GPU numbers replaced by the UUIDs of the GPUs CUDA shows
+    for them; OSError says why not. Unset (every GPU) stays None, and a value with no numbers (UUIDs,
+    MIG ids; "" or -1, no GPU) is passed on as it is."""
     visible = env.get(VISIBLE_VARIABLE)
     if visible is None or not any(entry.strip().isdigit() for entry in visible.split(",")):
-        return visible  # every GPU, or UUIDs already
-    listed = subprocess.run([sys.executable, "-c", _UUIDS], capture_output=True, env=dict(env), timeout=60)
+        return visible
+    listed = _run_python(_UUIDS, env=env)
+    uuids, entries = listed.stdout.decode().split(), visible.split(",")
     if listed.returncode != 0:
-        raise OSError(f"listing its GPUs failed: {_text(listed)}")
-    return ",".join(listed.stdout.decode().split())
+        raise OSError(f"{VISIBLE_VARIABLE}={visible!r}: CUDA could not list these GPUs: {_text(listed)}")
+    if len(uuids) != len(entries):  # CUDA stops at the first entry it cannot find
+        raise OSError(f"{VISIBLE_VARIABLE}={visible!r} names {len(entries)} GPUs, but CUDA finds {len(uuids)}")
+    return ",".join(uuids)
+
+
+def _run_python(script: str, *args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess:
+    """Run one of this module's CUDA programs; OSError if it has not ended after a minute."""
+    try:
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, env=dict(env), timeout=60)
+    except subprocess.TimeoutExpired:
+        raise OSError("a CUDA process had not ended after 60 s") from None
 
 
 def _without(mode: MpsMode, why: str) -> tuple[None, str]:
