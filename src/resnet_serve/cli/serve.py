@@ -90,10 +90,11 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
         return 2
     require_current_models(repository)
+    marker = read_marker(repository)
     if args.cuda_memory_pool_mb is not None:
         pool_bytes = args.cuda_memory_pool_mb << 20
     else:
-        pool_bytes = GPU_TENSOR_POOL_BYTES if read_marker(repository).get("gpu_tensors") else 0
+        pool_bytes = GPU_TENSOR_POOL_BYTES if marker.get("gpu_tensors") else 0
     settings = ServerSettings(
         repository=repository.resolve(),
         host=host,
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=free_port(),  # Triton's metrics: loopback, internal; the status front owns --metrics-port
         log_verbose=args.log_verbose,
         cuda_memory_pool_bytes=pool_bytes,
-        gpus=read_marker(repository).get("gpus", []),
+        gpus=marker.get("gpus", []),
         mps=args.mps,
         model_control_key=args.model_control_key,
         extra_args=args.triton_args,
@@ -120,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
                 say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics and health {front.url}")
                 if server.gpu_sharing:
                     say(f"GPUs {', '.join(map(str, settings.gpus))}: {server.gpu_sharing}")
-                marker = read_marker(repository)
                 if "precision" in marker:
                     say(f"Classifier {marker['classifier']}: {marker['precision']}")
                 say(f"Server log: {server.log_path}. Ctrl-C stops it.")

@@ -106,8 +106,16 @@ class MpsDaemon:
     visible_devices: str | None = None  # $CUDA_VISIBLE_DEVICES as UUIDs, for the daemon and its clients
 
     @property
+    def pipe_directory(self) -> Path:
+        return self.directory / "pipe"
+
+    @property
+    def log_directory(self) -> Path:
+        return self.directory / "log"
+
+    @property
     def environment(self) -> dict[str, str]:
-        env = {PIPE_VARIABLE: str(self.directory / "pipe"), LOG_VARIABLE: str(self.directory / "log")}
+        env = {PIPE_VARIABLE: str(self.pipe_directory), LOG_VARIABLE: str(self.log_directory)}
         return env if self.visible_devices is None else {**env, VISIBLE_VARIABLE: self.visible_devices}
 
     def client_environment(self, env: Mapping[str, str]) -> dict[str, str]:
@@ -124,7 +132,7 @@ class MpsDaemon:
     def daemon_pid(self) -> int | None:
         """The control daemon's process, from the pid file it writes in its pipe directory."""
         try:
-            return int((self.directory / "pipe" / "nvidia-cuda-mps-control.pid").read_text())
+            return int((self.pipe_directory / "nvidia-cuda-mps-control.pid").read_text())
         except (OSError, ValueError):
             return None
 
@@ -135,7 +143,7 @@ class MpsDaemon:
 
     def log_tail(self, lines: int = 3) -> str:
         try:
-            text = (self.directory / "log" / "control.log").read_text(errors="replace").splitlines()
+            text = (self.log_directory / "control.log").read_text(errors="replace").splitlines()
         except OSError:
             return ""
         return " | ".join(text[-lines:])
@@ -198,10 +206,10 @@ def start_daemon(
 
 def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> None:
     """Start ``daemon`` and check that CUDA runs through it on ``gpus``; OSError says why not."""
-    if len(socket := daemon.environment[PIPE_VARIABLE] + "/control") > MAX_SOCKET_PATH:
+    if len(socket := str(daemon.pipe_directory / "control")) > MAX_SOCKET_PATH:
         raise OSError(f"its socket path would be {len(socket)} bytes, more than a Unix socket takes: {socket}")
-    for variable in (PIPE_VARIABLE, LOG_VARIABLE):
-        Path(daemon.environment[variable]).mkdir()
+    daemon.pipe_directory.mkdir()
+    daemon.log_directory.mkdir()
     started = daemon.control_command("-d", env=env)
     if started.returncode != 0:
         raise OSError(f"{CONTROL} -d exited with {started.returncode}: {_text(started)}")
@@ -215,10 +223,11 @@ def _visible_uuids(env: Mapping[str, str]) -> str | None:
     for them; OSError says why not. Unset (every GPU) stays None, and a value with no numbers (UUIDs,
     MIG ids; "" or -1, no GPU) is passed on as it is."""
     visible = env.get(VISIBLE_VARIABLE)
-    if visible is None or not any(entry.strip().isdigit() for entry in visible.split(",")):
+    entries = [] if visible is None else visible.split(",")
+    if not any(entry.strip().isdigit() for entry in entries):
         return visible
     listed = _run_python(_UUIDS, env=env)
-    uuids, entries = listed.stdout.decode().split(), visible.split(",")
+    uuids = listed.stdout.decode().split()
     if listed.returncode != 0:
         raise OSError(f"{VISIBLE_VARIABLE}={visible!r}: CUDA could not list these GPUs: {_text(listed)}")
     if len(uuids) != len(entries):  # CUDA stops at the first entry it cannot find
