@@ -5,7 +5,10 @@
 Steps (each printed as it goes; a short table at the end):
 1. fixed-seed random ResNet-50 -> build/gpu/resnet50.pt and .onnx (speed does not depend on weights)
 2. classifier-only ceiling at batch 256: torch fp32 eager, fp16 channels_last eager, fp16 CUDA graph
-3. nvJPEG decode + resize/crop/normalize ceiling (GpuPreprocessor) on 500x375 JPEGs, batch 256
+   (and with --compile, fp16 torch.compile max-autotune with Inductor freezing, and its compile time)
+3. GPU decode + resize/crop/normalize ceiling (GpuPreprocessor) on 500x375 JPEGs at batch 256 and
+   3361x2521 photos at batch 64: in this process, then in N processes at once on GPU 0 under MPS
+   (--preprocess-processes), as the served instances run it
 4. served sweeps with `resnet_serve.bench` on GPU 0: fused-gpu (one Python model), gpu (two-step
    ensemble), fused with other instance counts per GPU, with and without the server's MPS daemon
    (-nomps), seed-gpu (the seed's preprocessing + fp32 torch classifier, no batching); 1 and 8
@@ -19,6 +22,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
+import os
+import queue
 import threading
 import time
 from dataclasses import asdict, replace
@@ -32,6 +38,7 @@ from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.preprocess_gpu import GpuPreprocessor
 from resnet_serve.repository import RepositorySpec
 from resnet_serve.server import find_server
+from resnet_serve.server.mps import start_daemon
 from resnet_serve.torch_classifier import GraphedClassifier, load_state_dict_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +74,28 @@ def classifier_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
     return results
 
 
+def compiled_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
+    """Issue 16's option: ``torch.compile`` (max-autotune, Inductor freezing) against the CUDA-graph
+    path at ``batch``, and what compiling costs at load (one batch size; served buckets would each
+    compile)."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    device = torch.device("cuda")
+    model = load_state_dict_model(str(weights), device, torch.float16)
+    inputs = torch.randn(batch, 3, 224, 224, device=device).half().contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(model, mode="max-autotune")
+    with torch.inference_mode():
+        start = time.perf_counter()
+        compiled(inputs)
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - start
+        seconds = timed(lambda: compiled(inputs), 20)
+    print(f"classifier fp16 torch.compile batch {batch}: {batch / seconds:9.0f} img/s; compiled in {compile_s:.0f} s",
+          flush=True)  # fmt: skip
+    return {"img_per_s": batch / seconds, "compile_s": compile_s}
+
+
 def decode_ceiling(images: list[bytes], batch: int = 256) -> float:
     preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions())
     group = [images[k % len(images)] for k in range(batch)]
@@ -75,6 +104,50 @@ def decode_ceiling(images: list[bytes], batch: int = 256) -> float:
     decoder = type(preprocess.decoders.for_batch(batch * width * height)).__name__
     print(f"GPU preprocess ({decoder}) batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
     return batch / seconds
+
+
+def _preprocess_worker(images: list[bytes], batch: int, decoder: str, seconds: float, ready, rates) -> None:
+    preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions(), decoder)
+    preprocess.warm_up()
+    group = [images[k % len(images)] for k in range(batch)]
+    preprocess(group)
+    torch.cuda.synchronize()
+    ready.wait()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        preprocess(group)
+        torch.cuda.synchronize()
+        done += batch
+    rates.put(done / (time.perf_counter() - start))
+
+
+def preprocess_processes(images: list[bytes], batch: int, processes: int, decoder: str = "auto") -> float:
+    """img/s of ``processes`` GPU preprocessors on GPU 0 at once, each in a process of its own as the
+    served instances are, under an MPS daemon of their own as serve starts one (each checks its
+    images on its own CPU core, which one process cannot spread: RESULTS.md, stop 20)."""
+    context = multiprocessing.get_context("spawn")
+    ready, rates = context.Barrier(processes), context.Queue()
+    daemon, _ = start_daemon("on", [0])
+    saved = dict(os.environ)
+    os.environ.update(daemon.client_environment(os.environ))  # spawned children inherit it
+    try:
+        workers = [context.Process(target=_preprocess_worker, args=(images, batch, decoder, 4.0, ready, rates))
+                   for _ in range(processes)]  # fmt: skip
+        for worker in workers:
+            worker.start()
+        total = sum(rates.get(timeout=180) for _ in workers)
+        for worker in workers:
+            worker.join()
+    except queue.Empty:
+        raise RuntimeError(f"a preprocess process gave no rate; exit codes {[w.exitcode for w in workers]}") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        daemon.stop()
+    width, height = Image.open(io.BytesIO(images[0])).size
+    print(f"GPU preprocess, {processes} processes under MPS ({decoder}), {width}x{height} batch {batch}: "
+          f"{total:9.0f} img/s", flush=True)  # fmt: skip
+    return total
 
 
 def per_call_costs(weights: Path, images: list[bytes]) -> dict[str, dict[int, float]]:
@@ -154,6 +227,8 @@ def main() -> None:
     parser.add_argument("--skip-sweeps", action="store_true")
     parser.add_argument("--runs", help="only these served runs, by name, comma-separated (default: all)")
     parser.add_argument("--instances", default="1,2,3", help="fused-<n>inst runs: instances per GPU to compare")
+    parser.add_argument("--preprocess-processes", type=int, default=8, help="preprocessors at once on GPU 0 (0: none)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile's classifier")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = ROOT / "build" / "gpu"
@@ -181,6 +256,17 @@ def main() -> None:
     report["nvjpeg_preprocess_img_per_s"] = decode_ceiling([small])
     report["nvjpeg_preprocess_mug_img_per_s"] = decode_ceiling([mug], batch=64)
     report["per_call_ms"] = per_call_costs(weights, [small])
+    if args.compile:
+        report["torch_compile"] = compiled_ceiling(weights)
+    many = args.preprocess_processes  # nvImageCodec is auto's choice for the photos already
+    cases = [("500x375", [small], 256, 1, "auto"), ("500x375", [small], 256, many, "auto"),
+             ("500x375", [small], 256, many, "nvimgcodec"), ("3361x2521", [mug], 64, 1, "auto"),
+             ("3361x2521", [mug], 64, many, "auto")]  # fmt: skip
+    report["preprocess_processes_img_per_s"] = {
+        f"{name} b{batch} {processes}p {decoder}": preprocess_processes(images, batch, processes, decoder)
+        for name, images, batch, processes, decoder in cases
+        if many
+    }
     (args.out / "ceilings.json").write_text(json.dumps(report, indent=2))
     if args.skip_sweeps:
         return
@@ -213,7 +299,7 @@ def main() -> None:
     if count > 1:
         runs += [
             (f"fused-{count}gpu", "fused-gpu", 1, concurrencies[4:], {"gpus": every}),
-            (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:6], {"gpus": every}),
+            (f"fused-{count}gpu-x8", "fused-gpu", 8, concurrencies[3:], {"gpus": every}),
             (f"gpu-{count}gpu-x8", "gpu", 8, concurrencies[3:6], {"gpus": every}),
         ]
         for instances in instance_counts:
