@@ -123,30 +123,34 @@ def _preprocess_worker(images: list[bytes], batch: int, decoder: str, seconds: f
 
 def preprocess_processes(images: list[bytes], batch: int, processes: int, decoder: str = "auto") -> float:
     """img/s of ``processes`` GPU preprocessors on GPU 0 at once, each in a process of its own as the
-    served instances are, under an MPS daemon of their own as serve starts one (each checks its
-    images on its own CPU core, which one process cannot spread: RESULTS.md, stop 20)."""
+    served instances are, under an MPS daemon of their own where one can run, as serve starts one
+    (each checks its images on its own CPU core, which one process cannot spread: RESULTS.md, stop 20)."""
     context = multiprocessing.get_context("spawn")
     ready, rates = context.Barrier(processes), context.Queue()
-    daemon, _ = start_daemon("on", [0])
+    daemon, sharing = start_daemon("auto", [0])
     saved = dict(os.environ)
-    os.environ.update(daemon.client_environment(os.environ))  # spawned children inherit it
+    if daemon is not None:
+        os.environ.update(daemon.client_environment(os.environ))  # spawned children inherit it
+    workers = [context.Process(target=_preprocess_worker, args=(images, batch, decoder, 4.0, ready, rates))
+               for _ in range(processes)]  # fmt: skip
     try:
-        workers = [context.Process(target=_preprocess_worker, args=(images, batch, decoder, 4.0, ready, rates))
-                   for _ in range(processes)]  # fmt: skip
         for worker in workers:
             worker.start()
         total = sum(rates.get(timeout=180) for _ in workers)
-        for worker in workers:
-            worker.join()
     except queue.Empty:
         raise RuntimeError(f"a preprocess process gave no rate; exit codes {[w.exitcode for w in workers]}") from None
     finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
         os.environ.clear()
         os.environ.update(saved)
-        daemon.stop()
+        if daemon is not None:
+            daemon.stop()
     width, height = Image.open(io.BytesIO(images[0])).size
-    print(f"GPU preprocess, {processes} processes under MPS ({decoder}), {width}x{height} batch {batch}: "
-          f"{total:9.0f} img/s", flush=True)  # fmt: skip
+    print(f"GPU preprocess, {processes} processes ({decoder}), {width}x{height} batch {batch}: {total:9.0f} img/s; "
+          f"{sharing}", flush=True)  # fmt: skip
     return total
 
 
@@ -258,10 +262,10 @@ def main() -> None:
     report["per_call_ms"] = per_call_costs(weights, [small])
     if args.compile:
         report["torch_compile"] = compiled_ceiling(weights)
-    many = args.preprocess_processes  # nvImageCodec is auto's choice for the photos already
+    many = args.preprocess_processes
     cases = [("500x375", [small], 256, 1, "auto"), ("500x375", [small], 256, many, "auto"),
-             ("500x375", [small], 256, many, "nvimgcodec"), ("3361x2521", [mug], 64, 1, "auto"),
-             ("3361x2521", [mug], 64, many, "auto")]  # fmt: skip
+             ("500x375", [small], 256, many, "nvimgcodec"),  # auto takes nvImageCodec for the photos
+             ("3361x2521", [mug], 64, 1, "auto"), ("3361x2521", [mug], 64, many, "auto")]  # fmt: skip
     report["preprocess_processes_img_per_s"] = {
         f"{name} b{batch} {processes}p {decoder}": preprocess_processes(images, batch, processes, decoder)
         for name, images, batch, processes, decoder in cases
