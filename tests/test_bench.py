@@ -19,7 +19,7 @@ from test_cli import run_cli
 from conftest import reference_logits
 
 
-def test_sweep_reports_throughput_latency_and_server_times(server, images):
+def test_sweep_reports_throughput_latency_server_times_and_host_cpu(server, images):
     generator = LoadGenerator(server.grpc_url, "grpc", [images["mug_500x375.jpg"], images["mug_tiny.jpg"]])
     points = sweep(generator, "ours", [1, 2], seconds=1.0, warmup_s=0.2, progress=False)
     assert [p.concurrency for p in points] == [1, 2]
@@ -28,6 +28,7 @@ def test_sweep_reports_throughput_latency_and_server_times(server, images):
         assert 0 < point.p50_ms <= point.p99_ms
         assert {"preprocess", "resnet50_ort"} <= set(point.models)
         assert point.models["resnet50_ort"].compute_ms > 0
+        assert 0 < point.host_cpu_pct <= 100  # the server and the clients ran on this machine's cores
 
 
 def test_bench_cli_writes_table_json_csv_and_plot(server, onnx_model, images, tmp_path):

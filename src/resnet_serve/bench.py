@@ -2,7 +2,8 @@
 
 Each point runs ``concurrency`` closed-loop clients (tritonclient's asyncio gRPC or HTTP client) for
 a fixed time after a warm-up, and reads Triton's statistics before and after, so the report shows
-where a request's time went (queue vs compute, and the batch sizes the dynamic batcher formed).
+where a request's time went (queue vs compute, and the batch sizes the dynamic batcher formed), and
+how busy this machine's cores were meanwhile (whether the clients, or a local server, ran short of CPU).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import io
 import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +68,39 @@ class Point:
     p99_ms: float
     first_error: str = ""
     models: dict[str, ModelTimes] = field(default_factory=dict)
+    host_cpu_pct: float | None = None  # this machine's cores busy in the window, %; a local server's included
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all this machine's cores since boot; None where /proc/stat is unreadable."""
+    try:
+        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait; the rest (user .. steal) is busy
+    return sum(ticks) - idle, sum(ticks)
+
+
+class _HostCpu:
+    """The share of this machine's CPU in use between two wall-clock times, read by a thread at
+    each: whether the clients and a local server had cores to spare at a point."""
+
+    def __init__(self, start: float, stop: float):
+        self._readings: list[tuple[int, int] | None] = []
+        self._thread = threading.Thread(target=self._read, args=(start, stop), daemon=True)
+        self._thread.start()
+
+    def _read(self, start: float, stop: float) -> None:
+        for moment in (start, stop):
+            time.sleep(max(0.0, moment - time.time()))
+            self._readings.append(_cpu_ticks())
+
+    def percent(self) -> float | None:
+        self._thread.join()
+        if len(self._readings) != 2 or None in self._readings:
+            return None
+        (busy_start, total_start), (busy_stop, total_stop) = self._readings
+        return round(100 * (busy_stop - busy_start) / max(1, total_stop - total_start), 1)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -187,6 +222,7 @@ class LoadGenerator:
         processes = max(1, min(self.processes, concurrency))
         warm_until = time.time() + warmup_s + (3.0 if processes > 1 else 0.0)  # spawned clients start first
         stop_at = warm_until + seconds
+        host_cpu = _HostCpu(warm_until, stop_at)
         if processes == 1:
             latencies, errors, (before, after) = asyncio.run(self.measure(concurrency, warm_until, stop_at, True))
         else:
@@ -204,6 +240,7 @@ class LoadGenerator:
             p99_ms=_percentile(latencies, 99),
             first_error=errors[0] if errors else "",
             models=_stats_delta(before, after),
+            host_cpu_pct=host_cpu.percent(),
         )
 
     def _measure_in_processes(self, processes: int, concurrency: int, warm_until: float, stop_at: float):
@@ -297,16 +334,17 @@ def in_process_ceiling(
 def table(points: Sequence[Point]) -> str:
     """A plain-text table, one row per point, with Triton's per-model times."""
     header = f"{'setup':<14} {'conc':>4} {'img/req':>7} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-    lines = [f"{header} {'errors':>6}  server: queue / compute ms per request, mean batch"]
+    lines = [f"{header} {'errors':>6} {'cpu %':>5}  server: queue / compute ms per request, mean batch"]
     for p in points:
         server = "  ".join(
             f"{name}: {t.queue_ms:.1f}/{t.compute_ms:.1f} b{t.batch:.1f}"
             for name, t in p.models.items()
             if name != ENSEMBLE_NAME
         )
+        cpu = "-" if p.host_cpu_pct is None else f"{p.host_cpu_pct:.0f}"
         lines.append(
             f"{p.setup:<14} {p.concurrency:>4} {p.images_per_request:>7} {p.img_per_s:>8.1f} {p.p50_ms:>8.1f} "
-            f"{p.p90_ms:>8.1f} {p.p99_ms:>8.1f} {p.errors:>6}  {server}"
+            f"{p.p90_ms:>8.1f} {p.p99_ms:>8.1f} {p.errors:>6} {cpu:>5}  {server}"
         )
     return "\n".join(lines)
 
