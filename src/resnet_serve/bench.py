@@ -28,6 +28,7 @@ from resnet_serve.contract import ENSEMBLE_NAME, ENSEMBLE_OUTPUT
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.openvino_config import in_process_classifier
 from resnet_serve.progress import say
+from resnet_serve.server import procfs
 
 if TYPE_CHECKING:
     from resnet_serve.repository import RepositorySpec
@@ -71,16 +72,6 @@ class Point:
     host_cpu_pct: float | None = None  # this machine's cores busy in the window, %; a local server's included
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) clock ticks of all this machine's cores since boot; None where /proc/stat is unreadable."""
-    try:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + ticks[4]  # idle, iowait; the rest (user .. steal) is busy
-    return sum(ticks) - idle, sum(ticks)
-
-
 class _HostCpu:
     """The share of this machine's CPU in use between two wall-clock times, read by a thread at
     each: whether the clients and a local server had cores to spare at a point."""
@@ -93,7 +84,7 @@ class _HostCpu:
     def _read(self, start: float, stop: float) -> None:
         for moment in (start, stop):
             time.sleep(max(0.0, moment - time.time()))
-            self._readings.append(_cpu_ticks())
+            self._readings.append(procfs.cpu_ticks())
 
     def percent(self) -> float | None:
         self._thread.join()

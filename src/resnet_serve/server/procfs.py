@@ -1,4 +1,4 @@
-"""Reading processes from Linux's /proc: the children of a process, and which are Python stubs."""
+"""Reading Linux's /proc: the children of a process, which are Python stubs, and how busy the CPU is."""
 
 from __future__ import annotations
 
@@ -35,3 +35,13 @@ def stub_model(pid: int) -> str:
         return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1].decode()).parent.parent.name
     except (OSError, IndexError, UnicodeDecodeError):
         return "unknown model"
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all this machine's cores since boot; None where /proc/stat is unreadable."""
+    try:
+        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait; the rest (user .. steal) is busy
+    return sum(ticks) - idle, sum(ticks)
