@@ -284,7 +284,7 @@ def main() -> None:
     # (-nomps: without the MPS daemon the server starts by default, server/mps.py)
     runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
-        ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one}),
+        ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:6], {"gpus": one}),
         ("fused-gpu-nomps", "fused-gpu", 1, concurrencies, {"gpus": one, "mps": "off"}),
         ("fused-gpu-nomps-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "mps": "off"}),
         ("fused-nvimg", "fused-gpu", 1, concurrencies[3:], {"gpus": one, "gpu_decoder": "nvimgcodec"}),

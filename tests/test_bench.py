@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from resnet_serve.bench import LoadGenerator, sweep
+from resnet_serve.bench import LoadGenerator, ModelTimes, Point, sweep, table
 from resnet_serve.client import TritonClassifier
+from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.preprocess import preprocess_batch
 from resnet_serve.quantize import agreement, quantize_int8
 from resnet_serve.repository import RepositorySpec, write_repository
@@ -29,6 +30,17 @@ def test_sweep_reports_throughput_latency_server_times_and_host_cpu(server, imag
         assert {"preprocess", "resnet50_ort"} <= set(point.models)
         assert point.models["resnet50_ort"].compute_ms > 0
         assert 0 < point.host_cpu_pct <= 100  # the server and the clients ran on this machine's cores
+
+
+def test_table_shows_the_steps_of_an_ensemble_and_the_fused_model_itself():
+    def point(models: dict[str, ModelTimes]) -> Point:
+        return Point("x", 8, 8, 100, 0, 1.0, 800.0, 10.0, 12.0, 15.0, models=models, host_cpu_pct=30.0)
+
+    times = ModelTimes(requests=64, executions=2, queue_ms=1.5, compute_ms=150.0)
+    two_step = table([point({ENSEMBLE_NAME: times, "preprocess": times, "resnet50_ort": times})])
+    assert "preprocess: 1.5/150.0 b32.0  resnet50_ort: 1.5/150.0 b32.0" in two_step
+    assert f"{ENSEMBLE_NAME}:" not in two_step  # its times are the steps' sums
+    assert f"{ENSEMBLE_NAME}: 1.5/150.0 b32.0" in table([point({ENSEMBLE_NAME: times})])  # the fused profile
 
 
 def test_bench_cli_writes_table_json_csv_and_plot(server, onnx_model, images, tmp_path):

@@ -327,11 +327,9 @@ def table(points: Sequence[Point]) -> str:
     header = f"{'setup':<14} {'conc':>4} {'img/req':>7} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
     lines = [f"{header} {'errors':>6} {'cpu %':>5}  server: queue / compute ms per request, mean batch"]
     for p in points:
-        server = "  ".join(
-            f"{name}: {t.queue_ms:.1f}/{t.compute_ms:.1f} b{t.batch:.1f}"
-            for name, t in p.models.items()
-            if name != ENSEMBLE_NAME
-        )
+        # an ensemble's times are its steps' sums; the fused profile's one model has the ensemble's name
+        steps = {name: t for name, t in p.models.items() if name != ENSEMBLE_NAME} or p.models
+        server = "  ".join(f"{name}: {t.queue_ms:.1f}/{t.compute_ms:.1f} b{t.batch:.1f}" for name, t in steps.items())
         cpu = "-" if p.host_cpu_pct is None else f"{p.host_cpu_pct:.0f}"
         lines.append(
             f"{p.setup:<14} {p.concurrency:>4} {p.images_per_request:>7} {p.img_per_s:>8.1f} {p.p50_ms:>8.1f} "
