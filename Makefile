@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-IMAGE ?= ../shared/data/mug.jpg
+# The example's photo where CI keeps a copy; else demo fetches it (offline: makes a picture of its own).
+IMAGE ?= $(wildcard ../shared/data/mug.jpg)
 # Only its tritonserver binary is used; its own dependencies would pin tritonclient 2.5x and protobuf 4.
 PYTRITON := nvidia-pytriton==0.7.0
 

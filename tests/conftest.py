@@ -39,12 +39,40 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
     return buffer.getvalue()
 
 
+# The example's photo's size: where mug.jpg is not beside the clone, a photo-like JPEG of that size
+# stands in (the tests that need the real photo's classes skip without real weights anyway).
+MUG_SIZE = (3361, 2521)
+
+
 @pytest.fixture(scope="session")
 def mug_jpeg() -> bytes:
+    """The example's mug.jpg (from $RESNET_SERVE_TEST_DATA or ../shared/data), else a synthetic photo
+    of its size: a clone with nothing beside it runs every test."""
+    from resnet_serve.bench import synthetic_photos
+
     path = DATA_DIR / "mug.jpg"
-    if not path.is_file():
-        pytest.fail(f"test image {path} is missing: set RESNET_SERVE_TEST_DATA to the folder holding mug.jpg")
-    return path.read_bytes()
+    return path.read_bytes() if path.is_file() else synthetic_photos((MUG_SIZE,))[0]
+
+
+def tiny_onnx(path: Path, classes: int = 1000, size: int = 224, channels: int = 3) -> Path:
+    """A real, tiny classifier in ONNX: [N, channels, size, size] -> mean over the pixels -> a linear
+    layer -> [N, classes]. For tests of what reads a model file (its shapes), not of its numbers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.linspace(-1, 1, channels * classes, dtype=np.float32).reshape(channels, classes)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input", "axes"], ["pooled"], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "weights"], ["output"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", channels, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", classes])],
+        initializer=[numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(np.array([2, 3]), "axes")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from resnet_serve.weights import IMAGENET_WEIGHTS, WEIGHTS_ENV, imagenet_weights_cached
+from resnet_serve.weights import WEIGHTS_ENV, pretrained_cached, pretrained_weights
+
+from conftest import DATA_DIR
 
 COMMANDS = ["demo", "export", "engine", "repo", "serve", "classify", "bench"]
 
@@ -56,11 +58,14 @@ def test_serve_without_a_repository_says_what_to_do(tmp_path):
 
 
 @pytest.mark.server
-def test_demo_end_to_end(onnx_model, images, tmp_path):
+def test_demo_end_to_end(model, onnx_model, images, tmp_path):
     # Reuse the session's export (same fixed-seed weights) so the demo skips the 12 s export step.
+    import torch
+
     workdir = tmp_path / "work"
     workdir.mkdir()
     shutil.copyfile(onnx_model, workdir / "resnet50.onnx")
+    torch.save(model.state_dict(), workdir / "resnet50.pt")
     (workdir / "resnet50.json").write_text(json.dumps({"weights": "random weights (seed 0)"}))
     image = tmp_path / "mug.jpg"
     image.write_bytes(images["mug.jpg"])
@@ -74,14 +79,16 @@ def test_demo_end_to_end(onnx_model, images, tmp_path):
 def _real_weights() -> str | None:
     import os
 
-    return os.environ.get(WEIGHTS_ENV) or (str(imagenet_weights_cached()) if imagenet_weights_cached() else None)
+    return os.environ.get(WEIGHTS_ENV) or (str(pretrained_cached()) if pretrained_cached() else None)
 
 
 @pytest.mark.server
 @pytest.mark.skipif(
     _real_weights() is None,
-    reason=f"no real ImageNet weights here: set {WEIGHTS_ENV}=FILE or put {IMAGENET_WEIGHTS} in torchvision's cache",
+    reason=f"no real ImageNet weights here: set {WEIGHTS_ENV}=FILE or put {pretrained_weights('resnet50')} in "
+    "torchvision's cache",
 )
+@pytest.mark.skipif(not (DATA_DIR / "mug.jpg").is_file(), reason=f"the example's photo is not in {DATA_DIR}")
 def test_mug_is_a_coffee_mug_with_real_weights(images, tmp_path):
     image = tmp_path / "mug.jpg"
     image.write_bytes(images["mug.jpg"])

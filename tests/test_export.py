@@ -10,7 +10,7 @@ import torch
 from resnet_serve.build import parity_batch
 from resnet_serve.export import ExportError, check_parity, max_logit_difference
 from resnet_serve.ort_session import OrtClassifier, create_session
-from resnet_serve.weights import WeightsError, load_resnet50, load_weights_file, random_resnet50
+from resnet_serve.weights import WeightsError, load_model, load_weights_file, random_resnet50
 
 
 def test_onnx_contract(onnx_model):
@@ -75,4 +75,4 @@ def test_bad_weights_files_are_clear_errors(tmp_path, monkeypatch):
         load_weights_file(wrong)
     monkeypatch.setenv("RESNET_SERVE_WEIGHTS", str(junk))
     with pytest.raises(WeightsError, match="not a PyTorch weights file"):
-        load_resnet50()
+        load_model()

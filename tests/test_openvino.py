@@ -21,7 +21,7 @@ from resnet_serve.preprocess import preprocess_image
 from resnet_serve.repository import RepositorySpec, read_config, read_marker, write_repository
 from resnet_serve.server import ServerSettings, TritonServer
 
-from conftest import EXACT, reference_logits
+from conftest import EXACT, reference_logits, tiny_onnx
 
 HAS_BF16 = "BF16" in cpu_capabilities()
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 (avx512_bf16 or AMX)")
@@ -144,9 +144,10 @@ def test_native_backend_config_for_nvidias_image(tmp_path, onnx_model):
 
 
 def test_an_openvino_ir_is_installed_as_xml_and_bin(tmp_path):
+    import openvino as ov
+
     xml = tmp_path / "resnet50.int8.xml"
-    xml.write_text("<net/>")
-    xml.with_suffix(".bin").write_bytes(b"weights")
+    ov.save_model(ov.convert_model(tiny_onnx(tmp_path / "tiny.onnx")), xml)  # a real IR, tiny
     spec = RepositorySpec(model_file=xml, classifier="openvino", precision="int8")
     root = write_repository(tmp_path / "repo", spec)
     version = root / "resnet50_openvino" / "1"

@@ -8,21 +8,22 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from resnet_serve.contract import labels
 from resnet_serve.repository import (
     ENSEMBLE_NAME,
     RepositoryError,
     RepositorySpec,
-    labels,
     read_config,
     write_repository,
 )
 
+from conftest import tiny_onnx
+
 
 @pytest.fixture
 def fake_onnx(tmp_path: Path) -> Path:
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"not read by the writer")
-    return path
+    """A real ONNX classifier of the seed's shapes, tiny: the writer reads its shapes, not its numbers."""
+    return tiny_onnx(tmp_path / "model.onnx")
 
 
 def test_labels_are_the_seeds():

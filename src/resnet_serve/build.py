@@ -1,89 +1,115 @@
-"""Builds what is missing: weights -> ONNX (checked against torch, state_dict beside it), and int8.
+"""Builds what is missing: weights -> ONNX (checked against torch; state_dict and model card beside it), and int8.
 
 torch is imported only here and in weights/export, never on the serving path.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from resnet_serve.contract import IMAGE_SIZE, ONNX_OPSET
-from resnet_serve.preprocess import ImageError, preprocess_batch, preprocess_image
+from resnet_serve.contract import NUM_CLASSES, ONNX_OPSET
+from resnet_serve.model_card import DEFAULT_ARCH, INT8_SUFFIX, ModelCard, card_for, read_card, write_card
+from resnet_serve.preprocess import ImageError, PreprocessOptions, preprocess_batch, preprocess_image
 from resnet_serve.progress import say, step, warn
 
 PARITY_SEED = 0
 
 
-def parity_batch(images: Sequence[bytes]) -> tuple[np.ndarray, str]:
-    """The batch the ONNX export is checked on: the given images, else a fixed random one."""
+def parity_batch(images: Sequence[bytes], card: ModelCard | None = None) -> tuple[np.ndarray, str]:
+    """The batch a model is checked on: the given images (prepared as ``card`` says), else a fixed random one."""
+    card = card or ModelCard()
     if images:
-        return np.stack([preprocess_image(image) for image in images]), f"{len(images)} real image(s)"
-    batch = np.random.default_rng(PARITY_SEED).standard_normal((2, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    return batch, "a fixed random batch (pass --check-image IMG to use a real image)"
+        options = PreprocessOptions(**card.preprocess_fields())
+        return np.stack([preprocess_image(image, options) for image in images]), f"{len(images)} real image(s)"
+    size = card.input_size
+    batch = np.random.default_rng(PARITY_SEED).standard_normal((2, 3, size, size), dtype=np.float32)
+    return batch, "a fixed random batch; --check-image IMG uses a real image"
 
 
-def load_model(weights: str | Path | None, random_weights: bool, fallback_to_random: bool):
-    """Load ResNet-50 weights; optionally fall back to random ones, loudly, when ImageNet's can't be had."""
-    from resnet_serve.weights import WeightsError, load_resnet50, random_resnet50
+def load_model(
+    *,
+    arch: str = DEFAULT_ARCH,
+    num_classes: int = NUM_CLASSES,
+    labels: Sequence[str] = (),
+    weights: str | Path | None = None,
+    random_weights: bool = False,
+    fallback_to_random: bool = False,
+):
+    """Load a classifier (resnet_serve.weights); optionally fall back to random weights, loudly, when
+    torchvision's pretrained ones can't be had."""
+    from resnet_serve.weights import WeightsError, random_model
+    from resnet_serve.weights import load_model as load
 
-    with step("Loading ResNet-50 weights"):
+    with step(f"Loading {arch} weights"):
         try:
-            loaded = load_resnet50(weights, random=random_weights)
+            loaded = load(arch, num_classes=num_classes, labels=labels, weights=weights, random=random_weights)
         except WeightsError as exc:
             if not fallback_to_random or weights:
                 raise
-            warn(f"{exc}\nFalling back to a fixed-seed RANDOM ResNet-50: the predicted classes are MEANINGLESS.")
-            loaded = random_resnet50()
+            warn(f"{exc}\nFalling back to a fixed-seed RANDOM {arch}: the predicted classes are MEANINGLESS.")
+            loaded = random_model(arch, num_classes, labels)
     say(f"Weights: {loaded.source}" + ("" if loaded.meaningful else " -- the predicted classes are meaningless"))
+    say(f"Model: {loaded.card.summary()}")
     return loaded
 
 
+def _partial(path: Path) -> Path:
+    """Where a file is written before it is renamed into place (same directory and suffix)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 def export_checked(loaded, output: Path, check_images: Sequence[bytes], opset: int) -> float:
-    """Export ``loaded.model`` to ``output`` and check it against torch; returns the max logit diff."""
+    """Export ``loaded.model`` to ``output`` (its state_dict to ``.pt`` and its card to ``.json``
+    beside it) and check it against torch; returns the max logit difference.
+
+    Every file is written under another name and renamed into place once checked: a file read
+    meanwhile (or copied into a repository earlier) is never changed, and a failed export leaves
+    the previous one as it was.
+    """
     import torch
 
     from resnet_serve.export import PARITY_TOLERANCE, check_parity, export_onnx
 
-    with step(f"Exporting ONNX (opset {opset}) to {output}"):
-        export_onnx(loaded.model, output, opset=opset)
-        torch.save(loaded.model.state_dict(), output.with_suffix(".pt"))  # for the GPU (torch) classifier
-    batch, what = parity_batch(check_images)
-    with step(f"Checking ONNX Runtime against torch on {what}"):
-        difference = check_parity(loaded.model, output, batch)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx, state = _partial(output), _partial(output.with_suffix(".pt"))
+    try:
+        with step(f"Exporting ONNX (opset {opset}) to {output}"):
+            export_onnx(loaded.model, onnx, opset=opset, input_size=loaded.card.input_size)
+            torch.save(loaded.model.state_dict(), state)  # for the GPU (torch) classifier
+        batch, what = parity_batch(check_images, loaded.card)
+        with step(f"Checking ONNX Runtime against torch on {what}"):
+            difference = check_parity(loaded.model, onnx, batch)
+        onnx.replace(output)
+        state.replace(output.with_suffix(".pt"))
+    finally:
+        onnx.unlink(missing_ok=True)
+        state.unlink(missing_ok=True)
+    write_card(output, loaded.card)
     say(f"Max abs logit difference: {difference:.3g} (limit {PARITY_TOLERANCE:g})")
-    _sidecar(output).write_text(json.dumps({"weights": loaded.source, "max_abs_logit_diff": difference}) + "\n")
     return difference
-
-
-def _sidecar(onnx_path: Path) -> Path:
-    return onnx_path.with_suffix(".json")
 
 
 def ensure_onnx(
     output: Path,
-    weights: str | Path | None,
-    random_weights: bool,
+    loaded,
     check_images: Sequence[bytes] = (),
     opset: int = ONNX_OPSET,
-    fallback_to_random: bool = False,
 ) -> Path:
-    """Export unless ``output`` already holds an export of the same weights."""
-    loaded = load_model(weights, random_weights, fallback_to_random)
-    sidecar = _sidecar(output)
-    if output.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()).get("weights") == loaded.source:
+    """Export ``loaded`` unless ``output`` already holds an export of the same model and weights."""
+    if output.is_file() and output.with_suffix(".pt").is_file() and read_card(output) == loaded.card:
         say(f"Reusing {output} (exported earlier from the same weights)")
         return output
     export_checked(loaded, output, check_images, opset)
     return output
 
 
-def decodable_batch(images: Sequence[bytes], what: str) -> np.ndarray:
-    """The preprocessed batch of the images that decode; an ImageError when none does."""
-    batch, errors = preprocess_batch(images)
+def decodable_batch(images: Sequence[bytes], what: str, card: ModelCard | None = None) -> np.ndarray:
+    """The preprocessed batch (as ``card`` says) of the images that decode; an ImageError when none does."""
+    options = PreprocessOptions(**(card or ModelCard()).preprocess_fields())
+    batch, errors = preprocess_batch(images, options)
     usable = [error is None for error in errors]
     if not any(usable):
         raise ImageError(f"none of the {what} images could be decoded")
@@ -91,14 +117,21 @@ def decodable_batch(images: Sequence[bytes], what: str) -> np.ndarray:
 
 
 def export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[bytes]) -> Path:
-    """Quantize ``fp32`` to ``<stem>.int8.onnx``; print its agreement with fp32 on ``report``."""
+    """Quantize ``fp32`` to ``<stem>.int8.onnx`` (renamed into place once written, sharing fp32's
+    card); print its agreement with fp32 on ``report``."""
     from resnet_serve.quantize import agreement, quantize_int8
 
-    int8 = fp32.with_name(fp32.stem + ".int8.onnx")
+    card = card_for(fp32)
+    int8 = fp32.with_name(fp32.stem + INT8_SUFFIX + ".onnx")
+    partial = _partial(int8)
     with step(f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images) -> {int8}"):
-        quantize_int8(fp32, int8, decodable_batch(calibration, "calibration"))
+        try:
+            quantize_int8(fp32, partial, decodable_batch(calibration, "calibration", card))
+            partial.replace(int8)
+        finally:
+            partial.unlink(missing_ok=True)
     if report:
-        result = agreement(fp32, int8, decodable_batch(report, "report"))
+        result = agreement(fp32, int8, decodable_batch(report, "report", card))
         say(
             f"int8 vs fp32 on {result.images} image(s): top-1 agreement {result.top1_agreement:.1%}, "
             f"top-5 overlap {result.top5_overlap:.1%}, logit correlation {result.logit_correlation:.4f}"

@@ -19,7 +19,6 @@ from resnet_serve.contract import (
     ENSEMBLE_LENGTHS,
     ENSEMBLE_NAME,
     ENSEMBLE_OUTPUT,
-    labels,
 )
 
 PROTOCOLS = ("grpc", "http")
@@ -96,14 +95,30 @@ def request_inputs(triton, images: Sequence[bytes]) -> list:
     return [image_input, lengths_input]
 
 
+def parse_classification(rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Triton's classification output (``class_count`` = every class) -> FP32 [N, classes] logits
+    in class order, and the labels the server holds for them.
+
+    Each entry is ``b"<logit>:<index>:<label>"`` (a label may itself contain ":"), best class first.
+    """
+    rows = np.atleast_2d(rows)
+    logits = np.empty(rows.shape, dtype=np.float32)
+    names = [""] * rows.shape[1]
+    for row, entries in enumerate(rows):
+        for entry in entries:
+            value, index, label = entry.decode("utf-8").split(":", 2)
+            logits[row, int(index)] = float(value)
+            names[int(index)] = label
+    return logits, names
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def top_k(logits: np.ndarray, k: int = 5, names: Sequence[str] | None = None) -> list[list[Prediction]]:
-    """The ``k`` most probable classes of each row of [N, 1000] logits, best first."""
-    names = names or labels()
+def top_k(logits: np.ndarray, names: Sequence[str], k: int = 5) -> list[list[Prediction]]:
+    """The ``k`` most probable classes of each row of [N, classes] logits, best first."""
     probabilities = softmax(logits.astype(np.float64))
     best = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
     return [
@@ -137,21 +152,44 @@ class TritonClassifier:
         if protocol == "http":
             options["network_timeout"] = timeout_s
         self._client = triton.InferenceServerClient(self.url, **options)
+        self._num_classes: int | None = None
 
-    def logits(self, images: Sequence[bytes]) -> np.ndarray:
-        """FP32 [N, 1000] logits for N encoded images, sent as one request."""
-        output = self._triton.InferRequestedOutput(ENSEMBLE_OUTPUT)
+    def _infer(self, images: Sequence[bytes], class_count: int = 0) -> np.ndarray:
+        output = self._triton.InferRequestedOutput(ENSEMBLE_OUTPUT, class_count=class_count)
         extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         headers = self.connection.headers or None
         inputs = request_inputs(self._triton, images)
         result = self._client.infer(self.model, inputs, outputs=[output], headers=headers, **extra)
         return result.as_numpy(ENSEMBLE_OUTPUT)
 
+    def logits(self, images: Sequence[bytes]) -> np.ndarray:
+        """FP32 [N, classes] logits for N encoded images, sent as one request."""
+        return self._infer(images)
+
+    def num_classes(self) -> int:
+        """The classes of the served model, from its metadata (output shape [-1, classes]); asked once."""
+        if self._num_classes is None:
+            self._num_classes = self._metadata_classes()
+        return self._num_classes
+
+    def _metadata_classes(self) -> int:
+        headers = self.connection.headers or None
+        metadata = self._client.get_model_metadata(self.model, headers=headers)
+        outputs = metadata["outputs"] if isinstance(metadata, dict) else metadata.outputs
+        output = next(o for o in outputs if (o["name"] if isinstance(o, dict) else o.name) == ENSEMBLE_OUTPUT)
+        return int((output["shape"] if isinstance(output, dict) else output.shape)[-1])
+
+    def labelled_logits(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
+        """FP32 [N, classes] logits and the labels the server holds for the classes, in one request
+        (Triton's classification extension asked for every class): never a bundled copy."""
+        return parse_classification(self._infer(images, class_count=self.num_classes()))
+
     def classify(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction]], float]:
-        """Top-``k`` predictions per image and the request's latency in milliseconds."""
+        """Top-``k`` predictions per image, labelled by the server, and the latency in milliseconds."""
+        self.num_classes()  # the metadata, asked before the clock starts
         start = time.perf_counter()
-        logits = self.logits(images)
-        return top_k(logits, k), (time.perf_counter() - start) * 1000.0
+        logits, names = self.labelled_logits(images)
+        return top_k(logits, names, k), (time.perf_counter() - start) * 1000.0
 
     def close(self) -> None:
         self._client.close()

@@ -20,12 +20,16 @@ class ExportError(ResnetServeError):
 
 
 def export_onnx(
-    model: torch.nn.Module, path: Path | str, opset: int = ONNX_OPSET, max_batch: int = MAX_BATCH_SIZE
+    model: torch.nn.Module,
+    path: Path | str,
+    opset: int = ONNX_OPSET,
+    max_batch: int = MAX_BATCH_SIZE,
+    input_size: int = IMAGE_SIZE,
 ) -> Path:
-    """Export to ONNX: input ``input`` FP32 [N, 3, 224, 224], output ``output`` [N, 1000], dynamic N."""
+    """Export to ONNX: input ``input`` FP32 [N, 3, S, S], output ``output`` [N, classes], dynamic N."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    example = torch.zeros(2, 3, input_size, input_size)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -45,7 +49,7 @@ def export_onnx(
 
 
 def max_logit_difference(model: torch.nn.Module, onnx_path: Path | str, batch: np.ndarray) -> float:
-    """Max abs difference between torch's and ONNX Runtime's logits on a [N, 3, 224, 224] batch."""
+    """Max abs difference between torch's and ONNX Runtime's logits on a [N, 3, S, S] batch."""
     with torch.inference_mode():
         expected = model.eval()(torch.from_numpy(batch)).numpy()
     actual = onnx_logits(onnx_path, batch)

@@ -37,15 +37,23 @@ def _parse(kind: Any, text: str) -> Any:
         return parse_bool(text)
     if kind is int:
         return int(text)
+    if typing.get_origin(kind) is tuple:  # e.g. tuple[float, float, float]: "0.485,0.456,0.406"
+        return tuple(float(item) for item in text.split(","))
     return text  # str and Literal[...] of strings
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(repr, value))
+    return str(value)
+
+
 def to_parameters(options: Any) -> dict[str, str]:
-    """Every field as Triton's string parameter (bools as "true"/"false")."""
+    """Every field as Triton's string parameter (bools as "true"/"false", tuples comma-separated)."""
     return {
-        f.name: str(value).lower() if isinstance(value, bool) else str(value)
-        for f in dataclasses.fields(options)
-        if (value := getattr(options, f.name)) is not None
+        f.name: _text(value) for f in dataclasses.fields(options) if (value := getattr(options, f.name)) is not None
     }
 
 

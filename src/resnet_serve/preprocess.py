@@ -1,8 +1,9 @@
 """Image bytes -> normalized float32 tensors, as torchvision's ImageNet eval transform.
 
 Pure functions over Pillow and numpy (no torch): the Triton preprocess model is a thin shell
-over :func:`preprocess_batch`. The numbers follow ``Resize(256) -> CenterCrop(224) -> ToTensor ->
-Normalize(IMAGENET_MEAN, IMAGENET_STD)`` on a PIL image converted to RGB.
+over :func:`preprocess_batch`. The numbers follow ``Resize(resize, interpolation) -> CenterCrop(crop)
+-> ToTensor -> Normalize(mean, std)`` on a PIL image converted to RGB, as torchvision's
+``weights.transforms()`` (the model card gives the values: 256/224 bilinear ImageNet for ResNet-50).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import cache
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,9 +25,7 @@ from resnet_serve.options import from_parameters, option, to_parameters
 
 EXIF_ORIENTATION = 0x0112
 
-# ToTensor (x / 255) and Normalize ((x - mean) / std) fused into one multiply-add per channel.
-_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
-_BIAS = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD)).astype(np.float32)
+_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +36,12 @@ class PreprocessOptions:
     fields declared with ``option`` are also ``repo``/``bench`` command-line options.
     """
 
+    # How the model is fed (its card's values, written by the repository writer; no CLI option).
     resize: int = RESIZE_SIZE  # must be >= crop
     crop: int = IMAGE_SIZE
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     max_image_bytes: int = option(64 * 1024 * 1024, "largest encoded image accepted, in bytes")
     max_request_bytes: int = option(
         DEFAULT_MAX_REQUEST_BYTES, "largest request tensor (all its images) accepted, in bytes; refused before decoding"
@@ -182,8 +187,8 @@ def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
     return round((width - size) / 2.0), round((height - size) / 2.0)
 
 
-def resize_and_crop(image: Image.Image, resize: int, crop: int) -> Image.Image:
-    """torchvision's Resize(resize) then CenterCrop(crop), resampling only the cropped region.
+def resize_and_crop(image: Image.Image, resize: int, crop: int, interpolation: str = "bilinear") -> Image.Image:
+    """torchvision's Resize(resize, interpolation) then CenterCrop(crop), resampling only the cropped region.
 
     Pillow's ``box`` keeps the filter support of a full resize, so the numbers are the same, while a
     very wide or tall image never allocates its full resized size.
@@ -195,14 +200,27 @@ def resize_and_crop(image: Image.Image, resize: int, crop: int) -> Image.Image:
         return image.crop((left, top, left + crop, top + crop))
     scale_x, scale_y = width / new_width, height / new_height
     box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
-    return image.resize((crop, crop), Image.Resampling.BILINEAR, box=box)
+    return image.resize((crop, crop), _RESAMPLING[interpolation], box=box)
 
 
-def normalize_into(image: Image.Image, out: np.ndarray) -> np.ndarray:
-    """Write the CHW float32 ImageNet-normalized pixels of an RGB image into ``out``."""
+@cache
+def scale_and_bias(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """ToTensor (x / 255) and Normalize ((x - mean) / std) fused into one multiply-add per channel:
+    float32 [3, 1, 1] scale and bias."""
+    std64 = np.asarray(std, dtype=np.float64)
+    scale = (1.0 / (255.0 * std64)).astype(np.float32)
+    bias = (-np.asarray(mean, dtype=np.float64) / std64).astype(np.float32)
+    return scale[:, None, None], bias[:, None, None]
+
+
+def normalize_into(
+    image: Image.Image, out: np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> np.ndarray:
+    """Write the CHW float32 normalized pixels of an RGB image into ``out``."""
+    scale, bias = scale_and_bias(tuple(mean), tuple(std))
     pixels = np.asarray(image, dtype=np.uint8)
-    np.multiply(pixels.transpose(2, 0, 1), _SCALE[:, None, None], out=out, dtype=np.float32)
-    out += _BIAS[:, None, None]
+    np.multiply(pixels.transpose(2, 0, 1), scale, out=out, dtype=np.float32)
+    out += bias
     return out
 
 
@@ -215,7 +233,8 @@ def preprocess_image(
     """One encoded image -> float32 [3, crop, crop] (``info``: as :func:`open_checked`)."""
     if out is None:
         out = np.empty((3, options.crop, options.crop), dtype=np.float32)
-    return normalize_into(resize_and_crop(decode_rgb(data, options, info), options.resize, options.crop), out)
+    image = resize_and_crop(decode_rgb(data, options, info), options.resize, options.crop, options.interpolation)
+    return normalize_into(image, out, options.mean, options.std)
 
 
 def rows_to_bytes(batch: np.ndarray, lengths: Sequence[int] | None = None) -> list[bytes]:

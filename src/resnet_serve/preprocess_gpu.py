@@ -1,7 +1,7 @@
 """GPU preprocessing with torch: nvJPEG batch decode, resize, crop and normalize on the device.
 
-The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` with antialiased
-bilinear filtering, centre crop, ImageNet normalization, EXIF orientation honoured), computed on a
+The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` with the model's
+antialiased interpolation, centre crop, the model's normalization, EXIF orientation honoured), computed on a
 CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.gpu_decode`);
 other formats, CMYK JPEGs, JPEGs whose samples libjpeg reads as RGB or that have a second frame, and
 JPEGs the GPU decoder refuses (some progressive files) decode on the CPU with Pillow and are uploaded.
@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnet_serve.contract import IMAGENET_MEAN, IMAGENET_STD
 from resnet_serve.gpu_decode import make_decoders
 from resnet_serve.image_checks import ImageInfo
 from resnet_serve.preprocess import (
@@ -68,20 +67,22 @@ def resize_crop_normalize(images: torch.Tensor, options: PreprocessOptions) -> t
     pixels = images.float()
     if (new_width, new_height) != (width, height):
         pixels = F.interpolate(
-            pixels, size=(new_height, new_width), mode="bilinear", antialias=True, align_corners=False
+            pixels, size=(new_height, new_width), mode=options.interpolation, antialias=True, align_corners=False
         )
     left, top = crop_origin(new_width, new_height, options.crop)
     pixels = pixels[..., top : top + options.crop, left : left + options.crop].round_().clamp_(0, 255)
-    mean, std = _mean_std_255(images.device)
+    mean, std = _mean_std_255(images.device, options.mean, options.std)
     return (pixels - mean) / std
 
 
 @functools.cache
-def _mean_std_255(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet mean and std in 0-255 units on ``device``, copied there once, not per batch."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
-    return mean, std
+def _mean_std_255(
+    device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's mean and std in 0-255 units on ``device``, copied there once, not per batch."""
+    mean_255 = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    std_255 = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+    return mean_255, std_255
 
 
 def _rgb_coded(header: Image.Image) -> bool:

@@ -1,14 +1,17 @@
 """Writes the Triton model repository: preprocess -> classifier, as the seed's ensemble.
 
 Configs are ``model_config_pb2.ModelConfig`` messages written with protobuf's ``text_format``; the
-names and sizes come from :mod:`resnet_serve.contract`, so the ensemble keeps the seed's contract.
+names come from :mod:`resnet_serve.contract`, so the ensemble keeps the seed's contract, and what
+the model needs (input size, preprocessing, classes, labels) from its card
+(:mod:`resnet_serve.model_card`). A repository is a snapshot: its model files are copies, so
+exporting again never changes what a repository already written serves.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -26,13 +29,11 @@ from resnet_serve.contract import (
     ENSEMBLE_OUTPUT,
     LABELS_FILE,
     MAX_BATCH_SIZE,
-    NUM_CLASSES,
     PREPROCESS_INPUT,
     PREPROCESS_LENGTHS,
     PREPROCESS_NAME,
     PREPROCESS_OUTPUT,
     PREPROCESSED_TENSOR,
-    labels,
 )
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.gpu_decode import DECODERS, GpuDecoder
@@ -44,6 +45,7 @@ from resnet_serve.gpu_placement import (
     image_instances_for,
     parse_gpus,
 )
+from resnet_serve.model_card import ModelCard, card_for, check_model_shapes, file_sha256
 from resnet_serve.openvino_classifier import Precision
 from resnet_serve.openvino_config import (
     ONNX_FILE,
@@ -112,6 +114,7 @@ class RepositorySpec:
     """What goes into the repository; fields declared with ``option`` are also CLI options."""
 
     model_file: Path
+    card: ModelCard | None = None  # what the model needs; None: the card beside model_file (model_card.card_for)
     classifier: ClassifierKind = "ort"
     profile: Profile = "ours"
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
@@ -152,6 +155,11 @@ class RepositorySpec:
             raise RepositoryError(str(exc)) from None
         if self.profile == "fused" and self.classifier != "torch":
             raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
+
+    @property
+    def model_card(self) -> ModelCard:
+        """The card of the model served: ``card``, else the one beside the model file."""
+        return self.card or card_for(self.model_file)
 
     @property
     def classifier_name(self) -> str:
@@ -226,9 +234,14 @@ def _cpu_groups_per_gpu(config: mc.ModelConfig, spec: RepositorySpec) -> None:
                                   count=spec.image_instances)  # fmt: skip
 
 
+def _torch_model_parameters(config: mc.ModelConfig, card: ModelCard) -> None:
+    """What the GPU classifier builds from its state_dict (torch_classifier.instance_classifier)."""
+    _parameters(config, {"arch": card.arch, "num_classes": card.num_classes, "input_size": card.input_size})
+
+
 def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """The ResNet-50 step: ``input`` [3, 224, 224] (FP32, or FP16 for the fp16 torch classifier) ->
-    ``output`` FP32 [1000] with labels."""
+    """The classifier step: ``input`` [3, S, S] (FP32, or FP16 for the fp16 torch classifier) ->
+    ``output`` FP32 [classes] with labels."""
     config = mc.ModelConfig(name=spec.classifier_name, max_batch_size=spec.max_batch_size)
     if spec.classifier == "ort":
         config.backend = "python"
@@ -240,6 +253,7 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances, gpus=gpus)
         seed = spec.profile == "seed"
         _parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
+        _torch_model_parameters(config, spec.model_card)
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
         _parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
     elif spec.classifier == "openvino":
@@ -258,22 +272,24 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.platform = "tensorrt_plan"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
     config.input.add(name=CLASSIFIER_INPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
-    config.output.add(name=CLASSIFIER_OUTPUT, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    config.output.add(name=CLASSIFIER_OUTPUT, data_type=mc.TYPE_FP32, dims=[spec.model_card.num_classes],
+                      label_filename=LABELS_FILE)  # fmt: skip
     if spec.profile != "seed":
         config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     return config
 
 
-def _ensemble_io(config: mc.ModelConfig, *, ragged: bool = False) -> None:
+def _ensemble_io(config: mc.ModelConfig, spec: RepositorySpec, *, ragged: bool = False) -> None:
     config.input.add(name=ENSEMBLE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=ragged)
     config.input.add(name=ENSEMBLE_LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True)
-    config.output.add(name=ENSEMBLE_OUTPUT, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABELS_FILE)
+    config.output.add(name=ENSEMBLE_OUTPUT, data_type=mc.TYPE_FP32, dims=[spec.model_card.num_classes],
+                      label_filename=LABELS_FILE)  # fmt: skip
 
 
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The seed's ensemble: ``INPUT`` -> preprocess -> classifier -> ``OUTPUT``."""
     config = mc.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=spec.max_batch_size)
-    _ensemble_io(config)
+    _ensemble_io(config, spec)
     steps = config.ensemble_scheduling.step
     steps.add(
         model_name=PREPROCESS_NAME,
@@ -293,10 +309,11 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
 def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The fused profile: one Python model with the ensemble's name, input and output."""
     config = mc.ModelConfig(name=ENSEMBLE_NAME, backend="python", max_batch_size=spec.max_batch_size)
-    _ensemble_io(config, ragged=True)
+    _ensemble_io(config, spec, ragged=True)
     _cpu_groups_per_gpu(config, spec)
     _batch_and_guard_images(config, spec)
     _parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "gpu_decoder": spec.gpu_decoder})
+    _torch_model_parameters(config, spec.model_card)
     return config
 
 
@@ -306,12 +323,9 @@ def _write_config(model_dir: Path, config: mc.ModelConfig) -> None:
 
 
 def _install_file(source: Path, target: Path) -> None:
-    """Hard-link when possible (the ONNX model is ~100 MB), else copy."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+    """A copy, never a hard link: a link would make the repository change when the model file is
+    written again in place (ResNet-50's ONNX file, ~100 MB, copies in ~0.1 s)."""
+    shutil.copyfile(source, target)
 
 
 def _model_source(name: str) -> str:
@@ -331,15 +345,20 @@ def prepare_directory(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _write_model(root: Path, config: mc.ModelConfig, source: str | None = None, labelled: bool = True) -> Path:
-    """One model's directory: its config, its model.py (from ``triton_models/<source>.py``), its labels."""
+def _write_model(root: Path, config: mc.ModelConfig, source: str | None = None, labels: Sequence[str] = ()) -> Path:
+    """One model's directory: its config, its model.py (from ``triton_models/<source>.py``), and the
+    labels file its outputs name, if any."""
     model_dir = root / config.name
     _write_config(model_dir, config)
     if source:
         (model_dir / "1" / "model.py").write_text(_model_source(source))
-    if labelled:
-        (model_dir / LABELS_FILE).write_text("\n".join(labels()) + "\n")
+    if any(output.label_filename for output in config.output):
+        (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
     return model_dir
+
+
+# The classifier kinds whose model file OpenVINO can read, to check its shapes against the card.
+ONNX_KINDS = ("openvino", "openvino_native", "ort", "onnx")
 
 
 def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
@@ -348,11 +367,16 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     model_file = Path(spec.model_file)
     if not model_file.is_file():
         raise RepositoryError(f"model file {model_file} does not exist")
-    spec = replace(spec, precision=serving_precision(spec.classifier, spec.precision))
+    card = spec.model_card
+    if spec.classifier in ONNX_KINDS:
+        check_model_shapes(model_file, card)
+    preprocess = replace(spec.preprocess, **card.preprocess_fields())
+    spec = replace(spec, card=card, preprocess=preprocess, precision=serving_precision(spec.classifier, spec.precision))
+    names = card.class_labels
     prepare_directory(root)
     classifier = CLASSIFIERS[spec.classifier]
     if spec.profile == "fused":
-        fused_dir = _write_model(root, fused_config(spec), "fused_gpu")
+        fused_dir = _write_model(root, fused_config(spec), "fused_gpu", names)
         _install_file(model_file, fused_dir / "1" / classifier.model_file)
         _write_marker(root, spec, ENSEMBLE_NAME, model_file)
         return root
@@ -361,25 +385,35 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
         preprocess_source = "seed_preprocess"
     else:
         preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
-    _write_model(root, preprocess_config(spec), preprocess_source, labelled=False)
+    _write_model(root, preprocess_config(spec), preprocess_source)
     python_classifier = f"classifier_{spec.classifier}" if spec.classifier in ("ort", "torch", "openvino") else None
-    classifier_dir = _write_model(root, classifier_config(spec), python_classifier)
+    classifier_dir = _write_model(root, classifier_config(spec), python_classifier, names)
     openvino = spec.classifier.startswith("openvino")
     for source, name in model_files(model_file) if openvino else [(model_file, classifier.model_file)]:
         _install_file(source, classifier_dir / "1" / name)
-    _write_model(root, ensemble_config(spec))
+    _write_model(root, ensemble_config(spec), labels=names)
     _write_marker(root, spec, classifier.model_name, model_file)
     return root
 
 
 def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path) -> None:
+    card = spec.model_card
     marker = {"written_by": "resnet-serve", "profile": spec.profile, "classifier": classifier}
     marker.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
+    marker["model"] = {"summary": card.summary(), "weights": card.weights, "sha256": file_sha256(model_file)}
     if spec.device == "cuda":
         marker["gpus"] = list(spec.gpu_ids)  # serve gives each the CUDA memory pool
     else:
         marker.update(precision=spec.precision)  # what the CPU classifier runs, resolved (serve prints it)
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def model_description(marker: dict) -> str | None:
+    """What a repository's marker says of the model it serves, in one line (None if it says nothing)."""
+    model = marker.get("model")
+    if not model:
+        return None
+    return f"{model['summary']}; weights: {model['weights']}; sha256 {model['sha256'][:16]}"
 
 
 def update_marker(root: Path | str, **values: object) -> None:

@@ -12,30 +12,38 @@ from typing import Any
 
 import torch
 
-from resnet_serve.contract import IMAGE_SIZE
+from resnet_serve.contract import IMAGE_SIZE, NUM_CLASSES
+from resnet_serve.model_card import DEFAULT_ARCH
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def load_state_dict_model(weights_file: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """torchvision's ResNet-50 with a state_dict from ``weights_file``, in eval mode on ``device``.
+def load_state_dict_model(
+    weights_file: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    arch: str = DEFAULT_ARCH,
+    num_classes: int = NUM_CLASSES,
+) -> torch.nn.Module:
+    """torchvision's ``arch`` with a state_dict from ``weights_file``, in eval mode on ``device``.
 
     BatchNorm stays: folding it into the convolutions measured 11% slower with cuDNN on an H100
     (benchmarks/RESULTS.md).
     """
-    from torchvision.models import resnet50
+    from torchvision.models import get_model
 
-    model = resnet50(weights=None)
+    model = get_model(arch, weights=None, num_classes=num_classes)
     model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
     return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
 
 
 class GraphedClassifier:
-    """Logits for [N, 3, 224, 224] inputs of any dtype or device; fp32 [N, 1000] on the GPU."""
+    """Logits for [N, 3, S, S] inputs of any dtype or device; fp32 [N, classes] on the GPU."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 buckets: Sequence[int] = DEFAULT_BUCKETS, use_graphs: bool = True):  # fmt: skip
-        self.model, self.device, self.dtype = model, device, dtype
+                 buckets: Sequence[int] = DEFAULT_BUCKETS, use_graphs: bool = True,
+                 input_size: int = IMAGE_SIZE):  # fmt: skip
+        self.model, self.device, self.dtype, self.input_size = model, device, dtype, input_size
         self.buckets = sorted(buckets)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         torch.backends.cudnn.benchmark = True
@@ -43,7 +51,7 @@ class GraphedClassifier:
             self._capture()
 
     def _static_input(self, batch: int) -> torch.Tensor:
-        shape = (batch, 3, IMAGE_SIZE, IMAGE_SIZE)
+        shape = (batch, 3, self.input_size, self.input_size)
         return torch.randn(shape, device=self.device).to(self.dtype).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
@@ -98,11 +106,20 @@ class GraphedClassifier:
 
 def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
     """The classifier of a Triton model instance: its version's ``model.pt`` on the instance's device,
+    built as the config's ``arch``, ``num_classes`` and ``input_size`` parameters say (the model card's),
     in the config's ``dtype``, with CUDA graphs unless ``cuda_graphs`` is false."""
-    from resnet_serve.model_params import bool_parameter, config_parameters, cuda_device, torch_dtype_parameter
+    from resnet_serve.model_params import (
+        bool_parameter,
+        config_parameters,
+        cuda_device,
+        int_parameter,
+        torch_dtype_parameter,
+    )
 
     params = config_parameters(args)
     device, dtype = cuda_device(args), torch_dtype_parameter(params)
     weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
-    model = load_state_dict_model(str(weights), device, dtype)
-    return GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True))
+    arch, classes = params.get("arch", DEFAULT_ARCH), int_parameter(params, "num_classes", NUM_CLASSES)
+    model = load_state_dict_model(str(weights), device, dtype, arch, classes)
+    return GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True),
+                             input_size=int_parameter(params, "input_size", IMAGE_SIZE))  # fmt: skip

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from resnet_serve.contract import NUM_CLASSES
+from resnet_serve.model_card import DEFAULT_ARCH
+
 DEFAULT_WORKDIR = Path("build")
 DEFAULT_ONNX = DEFAULT_WORKDIR / "resnet50.onnx"
 DEFAULT_INT8 = DEFAULT_WORKDIR / "resnet50.int8.onnx"
@@ -32,17 +35,59 @@ DEFAULT_REPOSITORY = DEFAULT_WORKDIR / "model_repository"
 
 
 def add_weights_options(parser: argparse.ArgumentParser) -> None:
+    """Which classifier, its weights and classes (export, demo)."""
+    parser.add_argument(
+        "--arch",
+        default=DEFAULT_ARCH,
+        metavar="NAME",
+        help=f"torchvision classification model, e.g. efficientnet_b0, convnext_tiny (default {DEFAULT_ARCH})",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--weights",
         metavar="FILE",
-        help="ResNet-50 state_dict or torchvision checkpoint (default: $RESNET_SERVE_WEIGHTS, else torchvision's "
-        "IMAGENET1K_V1, downloaded once into torchvision's cache)",
+        help="your state_dict or torchvision checkpoint for --arch (default: $RESNET_SERVE_WEIGHTS, else "
+        "torchvision's pretrained weights, downloaded once into torchvision's cache)",
     )
     group.add_argument(
         "--random-weights",
         action="store_true",
-        help="a fixed-seed random ResNet-50 (for tests and offline machines: classes are meaningless)",
+        help="fixed-seed random weights (for tests and offline machines: classes are meaningless)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        metavar="N",
+        help="classes of your model (default: the labels file's lines, else 1000)",
+    )
+    parser.add_argument(
+        "--labels", metavar="FILE", help="one label per line, in class order (default: ImageNet's, for 1000 classes)"
+    )
+
+
+def model_classes(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
+    """(number of classes, labels) from --num-classes and --labels, which must agree."""
+    from resnet_serve.model_card import ModelCardError, read_labels
+
+    labels = read_labels(args.labels) if args.labels else ()
+    num_classes = args.num_classes or len(labels) or NUM_CLASSES
+    if labels and len(labels) != num_classes:
+        raise ModelCardError(f"--labels {args.labels} has {len(labels)} lines for --num-classes {num_classes}")
+    return num_classes, labels
+
+
+def loaded_model(args: argparse.Namespace, fallback_to_random: bool = False):
+    """The classifier the weights options name (resnet_serve.weights.LoadedModel)."""
+    from resnet_serve.build import load_model
+
+    num_classes, labels = model_classes(args)
+    return load_model(
+        arch=args.arch,
+        num_classes=num_classes,
+        labels=labels,
+        weights=args.weights,
+        random_weights=args.random_weights,
+        fallback_to_random=fallback_to_random,
     )
 
 

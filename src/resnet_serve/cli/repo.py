@@ -121,17 +121,19 @@ def _report_agreement(args: argparse.Namespace, model_file: Path, precision: str
     from resnet_serve.bench import synthetic_photos
     from resnet_serve.build import decodable_batch
     from resnet_serve.client import read_images
+    from resnet_serve.model_card import card_for, fp32_model_file
     from resnet_serve.repository import update_marker
 
     fp32 = Path(args.onnx)
-    if fp32 == Path(model_file):  # --onnx named the int8 model itself
-        fp32 = DEFAULT_ONNX if precision == "int8" else fp32
+    if fp32 == Path(model_file) and precision == "int8":  # --onnx named the int8 model itself
+        fp32 = fp32_model_file(fp32)
     if not fp32.is_file():
         say(f"(no fp32 model at {fp32} to report {precision} agreement against)")
         return
     what = f"{len(args.report)} path(s)" if args.report else "synthetic photos (pass --report IMG for your own)"
     images = read_images(args.report) if args.report else synthetic_photos()
     with step(f"Comparing {precision} with fp32 on {what}"):
-        result = openvino_agreement(fp32, model_file, precision, decodable_batch(images, "report"))
+        batch = decodable_batch(images, "report", card_for(model_file))
+        result = openvino_agreement(fp32, model_file, precision, batch)
     say(result.summary(precision))
     update_marker(args.output, agreement=result.as_dict())

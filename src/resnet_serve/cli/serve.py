@@ -76,7 +76,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from resnet_serve.contract import ENSEMBLE_NAME
-    from resnet_serve.repository import read_marker, require_current_models
+    from resnet_serve.repository import model_description, read_marker, require_current_models
     from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer, free_port
     from resnet_serve.server.front import StatusFront
 
@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics and health {front.url}")
                 if server.gpu_sharing:
                     say(f"GPUs {', '.join(map(str, settings.gpus))}: {server.gpu_sharing}")
+                if model := model_description(marker):
+                    say(f"Model: {model}")
                 if "precision" in marker:
                     say(f"Classifier {marker['classifier']}: {marker['precision']}")
                 say(f"Server log: {server.log_path}. Ctrl-C stops it.")
