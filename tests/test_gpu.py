@@ -65,6 +65,24 @@ def test_torch_preprocess_matches_the_cpu_reference(images):
         assert difference.mean() < PIXEL_MEAN_ATOL and difference.max() < PIXEL_MAX_ATOL, name
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"resize": 232, "crop": 224, "interpolation": "bicubic"},  # swin_t
+        {"resize": 384, "crop": 384, "interpolation": "bilinear"},  # efficientnet_v2_s
+        {"resize": 240, "crop": 200, "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.5, 1.0)},
+    ],
+)
+def test_torch_preprocess_follows_the_model_card(images, fields):
+    options = replace(EXACT, **fields)
+    names = ["mug_500x375.jpg", "mug_portrait.png", "mug_gray.png", "mug_tiny.jpg"]
+    batch, errors = GpuPreprocessor("cpu", torch.float32, options)([images[name] for name in names])
+    assert errors == [None] * len(names) and batch.shape[-2:] == (fields["crop"], fields["crop"])
+    for name, tensor in zip(names, batch.numpy(), strict=True):
+        difference = np.abs(tensor - preprocess_image(images[name], options)) * min(options.std) / 0.229
+        assert difference.mean() < PIXEL_MEAN_ATOL and difference.max() < 2 * PIXEL_MAX_ATOL, name
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 def test_the_gpu_path_refuses_what_the_cpu_path_refuses_in_the_same_words(mug_image, device):
     # Issue 16: the same bytes get the same outcome on both paths (nvJPEG decodes leniently, so every
@@ -544,3 +562,34 @@ def gpus_running(pids: list[int]) -> set[int | str]:
         return found
     finally:
         pynvml.nvmlShutdown()
+
+
+@pytest.mark.server
+@needs_cuda
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "efficientnet_v2_s"])
+def test_fused_profile_serves_other_architectures_at_their_own_size(tmp_path, images, arch):
+    # efficientnet_b0: bicubic 256/224; efficientnet_v2_s: 384/384 (CUDA graphs at that size). In fp32:
+    # randomly initialised EfficientNets give logits of 4e-14 (b0) to 3e-6 (v2_s), below fp16's range
+    # (b0's came back as zeros in fp16 on an H200); trained weights do not, and fp16 is the ResNet-50 test's.
+    from resnet_serve.build import export_checked
+    from resnet_serve.client import TritonClassifier
+    from resnet_serve.server import ServerSettings, TritonServer
+    from resnet_serve.weights import pretrained_weights, random_model
+
+    loaded = random_model(arch)
+    onnx = tmp_path / f"{arch}.onnx"
+    export_checked(loaded, onnx, [], opset=18)  # writes the .pt and the card the repository reads
+    spec = RepositorySpec(model_file=onnx.with_suffix(".pt"), classifier="torch", device="cuda", preprocess=EXACT,
+                          profile="fused", preprocess_instances=2, dtype="fp32")  # fmt: skip
+    root = write_repository(tmp_path / "repo", spec)
+    settings = ServerSettings.on_free_ports(root, gpus=read_marker(root)["gpus"], mps="off")
+    names = ["mug_500x375.jpg", "mug_gray.png", "mug_cmyk.jpg", "mug_tiny.jpg"]
+    with TritonServer(settings, log_path=tmp_path / "log") as server, TritonClassifier(server.grpc_url) as client:
+        served = client.logits([images[name] for name in names])
+    transforms = pretrained_weights(arch).transforms()
+    batch = torch.stack([transforms(Image.open(io.BytesIO(images[name])).convert("RGB")) for name in names])
+    with torch.inference_mode():
+        expected = loaded.model(batch).numpy()
+    relative = np.abs(served - expected).max() / np.abs(expected).max()
+    print(f"GPU fused {arch} vs torchvision's transforms(): max relative logit difference {relative:.2e}")
+    assert relative < 2e-2, relative  # as the ResNet-50 test: fp16 classifier + GPU resize

@@ -24,7 +24,15 @@ from resnet_serve.model_card import (
     read_card,
     write_card,
 )
-from resnet_serve.repository import ENSEMBLE_NAME, RepositorySpec, read_config, read_marker, write_repository
+from resnet_serve.repository import (
+    ENSEMBLE_NAME,
+    RepositoryError,
+    RepositorySpec,
+    read_config,
+    read_marker,
+    read_markers,
+    write_repository,
+)
 from resnet_serve.server import ServerSettings, TritonServer
 from resnet_serve.weights import WeightsError, eval_card, load_weights_file, pretrained_weights, random_model
 from test_cli import run_cli
@@ -189,10 +197,12 @@ def test_served_logits_equal_torchvision_for_each_architecture(arch, images, tmp
         served = np.concatenate([client.logits([image]) for image in sent])
         client.close()
     expected = torchvision_logits(arch, loaded.model, sent)
-    # As test_server.py's bound (5e-3 on ResNet-50's logits of ~60), relative to these logits' scale:
-    # preprocessing rounds one grey level on <= 0.5% of values, and the runtimes sum in other orders.
-    scale = max(1.0, float(np.abs(expected).max()))
-    assert np.abs(served - expected).max() <= 1e-4 * scale + 5e-3, (np.abs(served - expected).max(), scale)
+    # Relative to the logits' own scale: randomly initialised EfficientNets and MobileNets give logits
+    # of 1e-14 to 1e-6 (ResNet-50 ~60), so an absolute bound would hold whatever was served. 1e-3 is
+    # test_server.py's bound on ResNet-50 (5e-3 of ~60 is 1e-4) with room for deeper networks: one
+    # grey level rounded on <= 0.5% of the preprocessed values, and the runtimes sum in other orders.
+    relative = np.abs(served - expected).max() / np.abs(expected).max()
+    assert relative < 1e-3, relative
     assert np.array_equal(served.argmax(1), expected.argmax(1))
 
 
@@ -237,3 +247,50 @@ def test_your_classifier_end_to_end_prints_your_labels(fruit_model, precision, i
         answer = client.infer(ENSEMBLE_NAME, [image], outputs=[output]).as_numpy("OUTPUT")
         assert [entry.decode().split(":", 2)[2] for entry in answer[0]] == [entry["label"] for entry in top]
         assert client.get_model_metadata(ENSEMBLE_NAME)["outputs"][0]["shape"] == [-1, 12]
+
+
+def test_a_model_name_must_be_a_plain_directory_name(tmp_path):
+    for bad in ("../up", "a/b", "", ".hidden"):
+        with pytest.raises(RepositoryError, match="a model name is letters"):
+            RepositorySpec(model_file=tmp_path / "m.onnx", name=bad)
+
+
+def test_models_of_other_names_stay_when_one_is_written_again(tmp_path):
+    root = tmp_path / "repo"
+    write_repository(root, RepositorySpec(model_file=tiny_onnx(tmp_path / "seed.onnx")))
+    ten = tiny_onnx(tmp_path / "ten.onnx", classes=10)
+    write_card(ten, describe_onnx(ten))
+    write_repository(root, RepositorySpec(model_file=ten, name="ten", classifier="openvino"))
+    (root / "leftover").mkdir()
+    write_repository(root, RepositorySpec(model_file=tiny_onnx(tmp_path / "seed.onnx")))  # the default again
+    assert sorted(read_markers(root)) == [ENSEMBLE_NAME, "ten"]
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(
+        [ENSEMBLE_NAME, "preprocess", "resnet50_ort", "ten", "ten_preprocess", "ten_openvino"]
+    )
+    assert list(read_config(root / "ten" / "config.pbtxt").output[0].dims) == [10]
+    assert read_config(root / "ten" / "config.pbtxt").ensemble_scheduling.step[1].model_name == "ten_openvino"
+
+
+@pytest.mark.server
+def test_two_models_in_one_server_answer_under_their_own_names(fruit_model, onnx_model, model, images, tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    from conftest import reference_logits
+
+    root = tmp_path / "repo"
+    write_repository(root, RepositorySpec(model_file=onnx_model, preprocess=EXACT))
+    result = run_cli("repo", "--onnx", str(fruit_model), "--name", "fruit", "-o", str(root))
+    assert result.returncode == 0, result.stderr
+    photo = images["mug_500x375.jpg"]
+    settings = ServerSettings.on_free_ports(root, models=tuple(read_markers(root)))
+    with TritonServer(settings, log_path=tmp_path / "triton.log") as server:
+        # The example's client.py, unchanged, against the default model: INPUT alone, OUTPUT read back.
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        sent = grpcclient.InferInput("INPUT", [1, len(photo)], "UINT8")
+        sent.set_data_from_numpy(np.frombuffer(photo, np.uint8)[None])
+        answer = client.infer(ENSEMBLE_NAME, [sent], outputs=[grpcclient.InferRequestedOutput("OUTPUT")])
+        np.testing.assert_allclose(answer.as_numpy("OUTPUT"), reference_logits(model, [photo]), rtol=0, atol=5e-3)
+        with TritonClassifier(server.grpc_url, model="fruit") as fruit:
+            (top,), _ = fruit.classify([photo], k=12)
+            assert sorted(p.label for p in top) == sorted(FRUITS)
+            assert fruit.logits([photo]).shape == (1, 12)

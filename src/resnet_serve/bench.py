@@ -285,17 +285,19 @@ def sweep(
 def in_process_ceiling(
     images: Sequence[bytes], onnx_model: Path, seconds: float, batch: int = 8, threads: int = 0, classify=None
 ) -> Point:
-    """Decode + preprocess + classifier in this process with no server: what serving can approach.
+    """Decode + preprocess (as the model's card says) + classifier in this process with no server:
+    what serving can approach.
 
     ``classify`` (preprocessed batch -> logits) defaults to ONNX Runtime on ``onnx_model``.
     """
     import os
 
+    from resnet_serve.model_card import card_for
     from resnet_serve.ort_session import OrtClassifier, create_session
     from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 
     classify = classify or OrtClassifier(create_session(onnx_model, intra_op_threads=threads))
-    options = PreprocessOptions()
+    options = PreprocessOptions(**card_for(onnx_model).preprocess_fields())  # as the served model is fed
     done, latencies = 0, []
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         group = [images[k % len(images)] for k in range(batch)]
@@ -470,8 +472,10 @@ def serve_and_sweep(
 
     repository = write_repository(workdir / setup / "model_repository", spec)
     pool = GPU_TENSOR_POOL_BYTES if spec.passes_gpu_tensors else 0
-    gpus = read_marker(repository).get("gpus", [])
-    settings = ServerSettings.on_free_ports(repository.resolve(), cuda_memory_pool_bytes=pool, gpus=gpus, mps=mps)
+    gpus = read_marker(repository, spec.name).get("gpus", [])
+    settings = ServerSettings.on_free_ports(
+        repository.resolve(), models=(spec.name,), cuda_memory_pool_bytes=pool, gpus=gpus, mps=mps
+    )
     log = (workdir / setup / "tritonserver.log").resolve()
     with TritonServer(settings, binary=binary, log_path=log) as server:
         if server.gpu_sharing:
@@ -482,6 +486,7 @@ def serve_and_sweep(
             sweep_settings.protocol,
             images,
             sweep_settings.images_per_request,
+            model=spec.name,
             processes=sweep_settings.client_processes,
         )
         return sweep(generator, setup, sweep_settings.concurrencies, sweep_settings.seconds, sweep_settings.warmup_s)

@@ -210,19 +210,39 @@ def check_model_shapes(model_file: Path | str, card: ModelCard) -> None:
 
 
 def model_shapes(model_file: Path | str) -> tuple[list[int], list[int]]:
-    """The input and output shapes of a one-input, one-output ONNX file or OpenVINO IR (-1: dynamic)."""
-    import openvino as ov  # read here for the shapes alone; openvino is installed with resnet-serve
-
+    """The input and output shapes (-1: dynamic) of a one-input, one-output classifier: an ONNX file
+    read by ONNX Runtime (graph optimizations off: shapes only), or an OpenVINO IR by OpenVINO."""
+    model_file = Path(model_file)
     try:
-        model = ov.Core().read_model(str(model_file))
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line texts
+        inputs, outputs = _ir_shapes(model_file) if model_file.suffix == ".xml" else _onnx_shapes(model_file)
+    except Exception as exc:  # both runtimes raise their own types, with multi-line texts
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelCardError(f"{model_file} is not a readable ONNX or OpenVINO model ({first_line})") from None
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    if len(inputs) != 1 or len(outputs) != 1:
         raise ModelCardError(
-            f"{model_file} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; a classifier has one each"
+            f"{model_file} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one each"
         )
-    return _dims(model.inputs[0].get_partial_shape()), _dims(model.outputs[0].get_partial_shape())
+    return inputs[0], outputs[0]
+
+
+def _onnx_shapes(model_file: Path) -> tuple[list[list[int]], list[list[int]]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+    def dims(shape) -> list[int]:
+        return [dim if isinstance(dim, int) else -1 for dim in shape]
+
+    return [dims(i.shape) for i in session.get_inputs()], [dims(o.shape) for o in session.get_outputs()]
+
+
+def _ir_shapes(model_file: Path) -> tuple[list[list[int]], list[list[int]]]:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(model_file))
+    return [_dims(i.get_partial_shape()) for i in model.inputs], [_dims(o.get_partial_shape()) for o in model.outputs]
 
 
 def _dims(shape) -> list[int]:

@@ -10,6 +10,7 @@ exporting again never changes what a repository already written serves.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from resnet_serve.contract import (
     ENSEMBLE_LENGTHS,
     ENSEMBLE_NAME,
     ENSEMBLE_OUTPUT,
+    IMAGE_SIZE,
     LABELS_FILE,
     MAX_BATCH_SIZE,
     PREPROCESS_INPUT,
@@ -59,6 +61,7 @@ from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 
 MARKER_FILE = ".resnet_serve.json"
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a directory name Triton and URLs take as is
 
 Profile = Literal["ours", "seed", "fused"]
 ClassifierKind = Literal["openvino", "openvino_native", "ort", "onnx", "trt", "torch"]
@@ -114,6 +117,11 @@ class RepositorySpec:
     """What goes into the repository; fields declared with ``option`` are also CLI options."""
 
     model_file: Path
+    name: str = option(
+        ENSEMBLE_NAME,
+        "model name clients call; a name of your own adds the model beside those already in the repository "
+        "(its steps are named <name>_preprocess, <name>_<classifier>)",
+    )
     card: ModelCard | None = None  # what the model needs; None: the card beside model_file (model_card.card_for)
     classifier: ClassifierKind = "ort"
     profile: Profile = "ours"
@@ -155,15 +163,25 @@ class RepositorySpec:
             raise RepositoryError(str(exc)) from None
         if self.profile == "fused" and self.classifier != "torch":
             raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
+        if not MODEL_NAME.fullmatch(self.name):
+            raise RepositoryError(f"a model name is letters, digits, '_', '-' and '.' (not first), got {self.name!r}")
 
     @property
     def model_card(self) -> ModelCard:
         """The card of the model served: ``card``, else the one beside the model file."""
         return self.card or card_for(self.model_file)
 
+    def step_name(self, default: str, own: str) -> str:
+        """A step model's name: the seed's (``default``) for the default model, else ``<name>_<own>``."""
+        return default if self.name == ENSEMBLE_NAME else f"{self.name}_{own}"
+
+    @property
+    def preprocess_name(self) -> str:
+        return self.step_name(PREPROCESS_NAME, PREPROCESS_NAME)
+
     @property
     def classifier_name(self) -> str:
-        return CLASSIFIERS[self.classifier].model_name
+        return self.step_name(CLASSIFIERS[self.classifier].model_name, self.classifier)
 
     @property
     def gpu_ids(self) -> tuple[int, ...]:
@@ -208,7 +226,7 @@ def _image_dims(spec: RepositorySpec) -> list[int]:
 
 def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python-backend preprocess: UINT8 [-1] (ragged, so images of any size batch together)."""
-    config = mc.ModelConfig(name=PREPROCESS_NAME, backend="python", max_batch_size=spec.max_batch_size)
+    config = mc.ModelConfig(name=spec.preprocess_name, backend="python", max_batch_size=spec.max_batch_size)
     seed = spec.profile == "seed"
     config.input.add(name=PREPROCESS_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
     config.input.add(name=PREPROCESS_LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True)
@@ -288,11 +306,11 @@ def _ensemble_io(config: mc.ModelConfig, spec: RepositorySpec, *, ragged: bool =
 
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The seed's ensemble: ``INPUT`` -> preprocess -> classifier -> ``OUTPUT``."""
-    config = mc.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=spec.max_batch_size)
+    config = mc.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=spec.max_batch_size)
     _ensemble_io(config, spec)
     steps = config.ensemble_scheduling.step
     steps.add(
-        model_name=PREPROCESS_NAME,
+        model_name=spec.preprocess_name,
         model_version=-1,
         input_map={PREPROCESS_INPUT: ENSEMBLE_INPUT, PREPROCESS_LENGTHS: ENSEMBLE_LENGTHS},
         output_map={PREPROCESS_OUTPUT: PREPROCESSED_TENSOR},
@@ -308,7 +326,7 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
 
 def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     """The fused profile: one Python model with the ensemble's name, input and output."""
-    config = mc.ModelConfig(name=ENSEMBLE_NAME, backend="python", max_batch_size=spec.max_batch_size)
+    config = mc.ModelConfig(name=spec.name, backend="python", max_batch_size=spec.max_batch_size)
     _ensemble_io(config, spec, ragged=True)
     _cpu_groups_per_gpu(config, spec)
     _batch_and_guard_images(config, spec)
@@ -332,17 +350,29 @@ def _model_source(name: str) -> str:
     return resources.files("resnet_serve.triton_models").joinpath(f"{name}.py").read_text()
 
 
-def prepare_directory(root: Path) -> None:
-    """Make ``root`` ready to hold a repository; refuse a non-empty directory we did not write."""
+def prepare_directory(root: Path, name: str = ENSEMBLE_NAME) -> None:
+    """Make ``root`` ready to hold model ``name``: remove everything but the other models resnet-serve
+    wrote there (and its marker); refuse a non-empty directory we did not write."""
     if root.exists() and any(root.iterdir()) and not (root / MARKER_FILE).exists():
         raise RepositoryError(f"{root} is not empty and was not written by resnet-serve; choose another directory")
+    kept = {directory for other, entry in read_markers(root).items() if other != name
+            for directory in entry.get("directories", [])}  # fmt: skip
     if root.exists():
         for child in root.iterdir():
+            if child.name in kept or child.name == MARKER_FILE:
+                continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
                 child.unlink()
     root.mkdir(parents=True, exist_ok=True)
+
+
+def _check_free(root: Path, spec: RepositorySpec, directories: Sequence[str]) -> None:
+    """Refuse a model whose directories another model of the repository already has."""
+    for other, entry in read_markers(root).items():
+        if other != spec.name and (taken := set(directories) & set(entry.get("directories", []))):
+            raise RepositoryError(f"model {other} in {root} already has {sorted(taken)[0]}: choose another --name")
 
 
 def _write_model(root: Path, config: mc.ModelConfig, source: str | None = None, labels: Sequence[str] = ()) -> Path:
@@ -362,7 +392,8 @@ ONNX_KINDS = ("openvino", "openvino_native", "ort", "onnx")
 
 
 def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
-    """Write (or rewrite) the whole model repository under ``root`` and return its path."""
+    """Write (or rewrite) model ``spec.name`` in the repository under ``root`` and return its path;
+    the other models resnet-serve wrote there stay."""
     root = Path(root)
     model_file = Path(spec.model_file)
     if not model_file.is_file():
@@ -370,15 +401,21 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     card = spec.model_card
     if spec.classifier in ONNX_KINDS:
         check_model_shapes(model_file, card)
+    if spec.profile == "seed" and card.input_size != IMAGE_SIZE:
+        raise RepositoryError(f"the seed profile squashes images to {IMAGE_SIZE} px, as the example; this model "
+                              f"takes {card.input_size}: use --profile ours")  # fmt: skip
     preprocess = replace(spec.preprocess, **card.preprocess_fields())
     spec = replace(spec, card=card, preprocess=preprocess, precision=serving_precision(spec.classifier, spec.precision))
+    fused = spec.profile == "fused"
+    directories = [spec.name] if fused else [spec.preprocess_name, spec.classifier_name, spec.name]
+    _check_free(root, spec, directories)
+    prepare_directory(root, spec.name)
     names = card.class_labels
-    prepare_directory(root)
     classifier = CLASSIFIERS[spec.classifier]
-    if spec.profile == "fused":
+    if fused:
         fused_dir = _write_model(root, fused_config(spec), "fused_gpu", names)
         _install_file(model_file, fused_dir / "1" / classifier.model_file)
-        _write_marker(root, spec, ENSEMBLE_NAME, model_file)
+        _write_marker(root, spec, spec.name, model_file, directories)
         return root
 
     if spec.profile == "seed":
@@ -392,20 +429,27 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     for source, name in model_files(model_file) if openvino else [(model_file, classifier.model_file)]:
         _install_file(source, classifier_dir / "1" / name)
     _write_model(root, ensemble_config(spec), labels=names)
-    _write_marker(root, spec, classifier.model_name, model_file)
+    _write_marker(root, spec, spec.classifier_name, model_file, directories)
     return root
 
 
-def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path) -> None:
+def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path, directories: list[str]) -> None:
+    """Record model ``spec.name`` in the repository's marker, beside the others."""
     card = spec.model_card
-    marker = {"written_by": "resnet-serve", "profile": spec.profile, "classifier": classifier}
-    marker.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
-    marker["model"] = {"summary": card.summary(), "weights": card.weights, "sha256": file_sha256(model_file)}
+    entry = {"profile": spec.profile, "classifier": classifier, "directories": directories}
+    entry.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
+    entry["model"] = {"summary": card.summary(), "weights": card.weights, "sha256": file_sha256(model_file)}
     if spec.device == "cuda":
-        marker["gpus"] = list(spec.gpu_ids)  # serve gives each the CUDA memory pool
+        entry["gpus"] = list(spec.gpu_ids)  # serve gives each the CUDA memory pool
     else:
-        marker.update(precision=spec.precision)  # what the CPU classifier runs, resolved (serve prints it)
-    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        entry.update(precision=spec.precision)  # what the CPU classifier runs, resolved (serve prints it)
+    models = {**read_markers(root), spec.name: entry}
+    _save_markers(root, models)
+
+
+def _save_markers(root: Path, models: dict[str, dict]) -> None:
+    marker = {"written_by": "resnet-serve", "models": models}
+    (Path(root) / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def model_description(marker: dict) -> str | None:
@@ -416,19 +460,28 @@ def model_description(marker: dict) -> str | None:
     return f"{model['summary']}; weights: {model['weights']}; sha256 {model['sha256'][:16]}"
 
 
-def update_marker(root: Path | str, **values: object) -> None:
-    """Add ``values`` to what the repository's marker records (e.g. the precision's agreement with fp32)."""
-    marker = read_marker(root)
-    marker.update(values)
-    (Path(root) / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+def update_marker(root: Path | str, name: str = ENSEMBLE_NAME, **values: object) -> None:
+    """Add ``values`` to what the marker records of model ``name`` (e.g. the precision's agreement with fp32)."""
+    models = read_markers(root)
+    models[name] = {**models.get(name, {}), **values}
+    _save_markers(Path(root), models)
 
 
-def read_marker(root: Path | str) -> dict:
-    """What resnet-serve recorded about a repository it wrote ({} for any other directory)."""
+def read_markers(root: Path | str) -> dict[str, dict]:
+    """What resnet-serve recorded about each model it wrote in a repository, by the name clients
+    call ({} for any other directory)."""
     try:
-        return json.loads((Path(root) / MARKER_FILE).read_text())
+        marker = json.loads((Path(root) / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(marker, dict):
+        return {}
+    return marker.get("models", {ENSEMBLE_NAME: marker})  # a single-model marker of an earlier version
+
+
+def read_marker(root: Path | str, name: str = ENSEMBLE_NAME) -> dict:
+    """What resnet-serve recorded about model ``name`` in a repository ({} when it has none)."""
+    return read_markers(root).get(name, {})
 
 
 def stale_model_files(root: Path | str) -> list[str]:
@@ -438,7 +491,7 @@ def stale_model_files(root: Path | str) -> list[str]:
     they can call functions that changed, so they must be written again.
     """
     root = Path(root)
-    if not read_marker(root):
+    if not read_markers(root):
         return []
     models = resources.files("resnet_serve.triton_models")
     current = {entry.read_text() for entry in models.iterdir() if entry.name.endswith(".py")}

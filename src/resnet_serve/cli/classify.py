@@ -17,7 +17,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--url", help="server address (default 127.0.0.1:8001 for grpc, :8000 for http)")
-    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="default grpc")
+    parser.add_argument("--model", default=ENSEMBLE_NAME, help=f"model to call (default {ENSEMBLE_NAME})")
     parser.add_argument("--timeout", type=float, default=60.0, help="request timeout in seconds")
     add_client_options(parser)
     add_connection_options(parser)
@@ -28,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from resnet_serve.client import TritonClassifier, image_paths, read_images
 
     paths = image_paths(args.images)
-    with TritonClassifier(args.url, args.protocol, timeout_s=args.timeout, connection=connection(args)) as client:
+    with TritonClassifier(
+        args.url, args.protocol, model=args.model, timeout_s=args.timeout, connection=connection(args)
+    ) as client:
         results, latency_ms = client.classify(read_images(paths), args.top_k)
     print_results([str(path) for path in paths], results, latency_ms, args.json)
     return 0

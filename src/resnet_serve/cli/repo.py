@@ -102,20 +102,21 @@ def run(args: argparse.Namespace) -> int:
         profile=args.profile,
         **({"precision": "int8"} if args.int8 else {}),
     )
-    with step(f"Writing model repository {args.output} (classifier {spec.classifier_name}, model {spec.model_file})"):
+    with step(f"Writing {spec.name} into {args.output} (classifier {spec.classifier_name}, model {spec.model_file})"):
         write_repository(args.output, spec)
     if spec.device == "cuda":
         say(f"GPUs {', '.join(map(str, spec.gpu_ids))}: {spec.image_instances} instances each take the images")
-    precision = read_marker(args.output).get("precision")
+    say(f"Model: {spec.model_card.summary()}")
+    precision = read_marker(args.output, spec.name).get("precision")
     if precision:
         say(f"Classifier precision: {precision}")
     if classifier == "openvino" and precision in ("bf16", "int8"):
-        _report_agreement(args, spec.model_file, precision)
+        _report_agreement(args, spec.name, spec.model_file, precision)
     print(args.output)
     return 0
 
 
-def _report_agreement(args: argparse.Namespace, model_file: Path, precision: str) -> None:
+def _report_agreement(args: argparse.Namespace, name: str, model_file: Path, precision: str) -> None:
     """Print (and record in the repository) how far this precision agrees with fp32 on real images."""
     from resnet_serve.agreement import openvino_agreement
     from resnet_serve.bench import synthetic_photos
@@ -136,4 +137,4 @@ def _report_agreement(args: argparse.Namespace, model_file: Path, precision: str
         batch = decodable_batch(images, "report", card_for(model_file))
         result = openvino_agreement(fp32, model_file, precision, batch)
     say(result.summary(precision))
-    update_marker(args.output, agreement=result.as_dict())
+    update_marker(args.output, name, agreement=result.as_dict())

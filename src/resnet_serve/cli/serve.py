@@ -75,8 +75,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnet_serve.contract import ENSEMBLE_NAME
-    from resnet_serve.repository import model_description, read_marker, require_current_models
+    from resnet_serve.repository import model_description, read_markers, require_current_models
     from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer, free_port
     from resnet_serve.server.front import StatusFront
 
@@ -86,24 +85,25 @@ def run(args: argparse.Namespace) -> int:
         if args.public_http:
             warn("--public-http: Triton 2.51's HTTP front end crashes on some single requests; filter it in a proxy")
     repository = Path(args.repository)
-    if not (repository / ENSEMBLE_NAME / "config.pbtxt").is_file():
+    models = read_markers(repository)
+    if not models or not all((repository / name / "config.pbtxt").is_file() for name in models):
         say(f"error: {repository} holds no model repository; run `resnet-serve repo` (or `resnet-serve demo`) first")
         return 2
     require_current_models(repository)
-    marker = read_marker(repository)
     if args.cuda_memory_pool_mb is not None:
         pool_bytes = args.cuda_memory_pool_mb << 20
     else:
-        pool_bytes = GPU_TENSOR_POOL_BYTES if marker.get("gpu_tensors") else 0
+        pool_bytes = GPU_TENSOR_POOL_BYTES if any(entry.get("gpu_tensors") for entry in models.values()) else 0
     settings = ServerSettings(
         repository=repository.resolve(),
+        models=tuple(models),
         host=host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=free_port(),  # Triton's metrics: loopback, internal; the status front owns --metrics-port
         log_verbose=args.log_verbose,
         cuda_memory_pool_bytes=pool_bytes,
-        gpus=marker.get("gpus", []),
+        gpus=sorted({gpu for entry in models.values() for gpu in entry.get("gpus", [])}),
         mps=args.mps,
         model_control_key=args.model_control_key,
         extra_args=args.triton_args,
@@ -121,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
                 say(f"Ready. gRPC {server.grpc_url}  HTTP {server.http_url}  metrics and health {front.url}")
                 if server.gpu_sharing:
                     say(f"GPUs {', '.join(map(str, settings.gpus))}: {server.gpu_sharing}")
-                if model := model_description(marker):
-                    say(f"Model: {model}")
-                if "precision" in marker:
-                    say(f"Classifier {marker['classifier']}: {marker['precision']}")
+                for name, entry in models.items():
+                    say(f"Model {name}: {model_description(entry) or 'no description recorded'}")
+                    if "precision" in entry:
+                        say(f"  classifier {entry['classifier']}: {entry['precision']}")
                 say(f"Server log: {server.log_path}. Ctrl-C stops it.")
                 return _serve_until(server, stop)
         finally:

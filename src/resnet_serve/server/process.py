@@ -46,6 +46,7 @@ class ServerSettings:
     """Addresses and options for one tritonserver process."""
 
     repository: Path
+    models: Sequence[str] = (ENSEMBLE_NAME,)  # the models clients call: serving means all of them are ready
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -171,9 +172,9 @@ class TritonServer:
             return False
 
     def is_serving(self) -> bool:
-        """The server AND the ensemble answer ready (Triton's own readiness stays 200 after the
-        ensemble is unloaded): what a client, or a probe, needs."""
-        return self.is_ready() and self.is_ready(ENSEMBLE_NAME)
+        """The server AND every model clients call answer ready (Triton's own readiness stays 200
+        after an ensemble is unloaded): what a client, or a probe, needs."""
+        return self.is_ready() and all(self.is_ready(model) for model in self.settings.models)
 
     def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -275,17 +276,18 @@ class TritonServer:
     def reload_model(self, model: str, timeout: float = 120.0) -> None:
         """Unload ``model`` and load it again, with a new stub; the rest of the server keeps running.
 
-        Triton (2.51) unloads the models that depend on it (the ensemble) with it and loads them back
-        with it; the ensemble is loaded here only if it did not come back (loading it when it is
+        Triton (2.51) unloads the models that depend on it (its ensemble) with it and loads them back
+        with it; an ensemble is loaded here only if it did not come back (loading it when it is
         loaded reloads its composing models too: measured 20 s instead of 2). Raises ServerError.
         """
-        ensemble_was_ready = self.is_ready(ENSEMBLE_NAME)
+        were_ready = [entry for entry in self.settings.models if entry != model and self.is_ready(entry)]
         name = urllib.parse.quote(model)
         self._admin_post(f"/v2/repository/models/{name}/unload", timeout)
         self._admin_post(f"/v2/repository/models/{name}/load", timeout)
-        if ensemble_was_ready and not self.is_ready(ENSEMBLE_NAME):
-            self._admin_post(f"/v2/repository/models/{ENSEMBLE_NAME}/load", timeout)
-        if not self.is_ready(model) or (ensemble_was_ready and not self.is_ready(ENSEMBLE_NAME)):
+        for entry in were_ready:
+            if not self.is_ready(entry):
+                self._admin_post(f"/v2/repository/models/{urllib.parse.quote(entry)}/load", timeout)
+        if not self.is_ready(model) or not all(self.is_ready(entry) for entry in were_ready):
             raise ServerError(f"{model} was loaded again but is not ready")
 
     def restart(self, timeout: float = START_TIMEOUT_S, cancel: threading.Event | None = None) -> None:

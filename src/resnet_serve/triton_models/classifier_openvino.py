@@ -1,4 +1,4 @@
-"""Triton Python-backend model: FP32 [N, 3, 224, 224] -> FP32 [N, 1000] logits with OpenVINO on the CPU.
+"""Triton Python-backend model: FP32 [N, 3, S, S] -> FP32 [N, classes] logits with OpenVINO on the CPU.
 
 The precision (fp32, bf16 or int8) was resolved when the repository was written and comes as a
 parameter; a CPU that cannot run it fails the load with a clear error instead of running another one.

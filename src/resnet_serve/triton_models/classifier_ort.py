@@ -1,4 +1,4 @@
-"""Triton Python-backend model: FP32 [N, 3, 224, 224] -> FP32 [N, 1000] logits with ONNX Runtime.
+"""Triton Python-backend model: FP32 [N, 3, S, S] -> FP32 [N, classes] logits with ONNX Runtime.
 
 Stands in for the onnxruntime_onnx backend on servers that lack it (the PyPI tritonserver). The
 requests of one dynamically batched execution run together, at most ``max_run_batch`` images per

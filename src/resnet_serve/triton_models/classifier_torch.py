@@ -1,4 +1,4 @@
-"""Triton Python-backend model: [N, 3, 224, 224] -> FP32 [N, 1000] logits with PyTorch on the GPU.
+"""Triton Python-backend model: [N, 3, S, S] -> FP32 [N, classes] logits with PyTorch on the GPU.
 
 A thin shell over :class:`resnet_serve.torch_classifier.GraphedClassifier` (fp16, channels_last,
 CUDA graphs per batch bucket, captured at load). Inputs arrive on the GPU by DLPack (the config sets

@@ -1,7 +1,7 @@
 """Triton Python-backend model: the whole ensemble in one GPU process (`repo --profile fused`).
 
 Same contract as the seed's ensemble (``ensemble_python_resnet50``, INPUT UINT8 [-1] -> OUTPUT FP32
-[1000]); nvJPEG preprocess and the CUDA-graph classifier share one CUDA context and one Python hop,
+[classes]); nvJPEG preprocess and the CUDA-graph classifier share one CUDA context and one Python hop,
 which the two-step ensemble pays twice (benchmarks/RESULTS.md measures both).
 """
 

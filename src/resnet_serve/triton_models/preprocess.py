@@ -1,4 +1,4 @@
-"""Triton Python-backend model: encoded images (UINT8 [N, L]) -> FP32 [N, 3, 224, 224].
+"""Triton Python-backend model: encoded images (UINT8 [N, L]) -> FP32 [N, 3, S, S] (S: the card's input size).
 
 A thin shell over :mod:`resnet_serve.preprocess`. Each image is decoded on its own; an image that
 fails gives its request an error naming the image, and the other requests of the batch go on.

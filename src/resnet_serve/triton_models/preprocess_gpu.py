@@ -1,4 +1,4 @@
-"""Triton Python-backend model: encoded images (UINT8 [N, L]) -> [N, 3, 224, 224] on the GPU.
+"""Triton Python-backend model: encoded images (UINT8 [N, L]) -> [N, 3, S, S] on the GPU.
 
 A thin shell over :class:`resnet_serve.preprocess_gpu.GpuPreprocessor`: the images of every request
 in a dynamically batched execution decode together (nvJPEG), and each request's slice leaves by
