@@ -16,9 +16,9 @@ from resnet_serve.openvino_classifier import (
     cpu_capabilities,
     resolve_precision,
 )
-from resnet_serve.openvino_config import serving_precision
 from resnet_serve.preprocess import preprocess_image
 from resnet_serve.repository import RepositorySpec, read_config, read_marker, write_repository
+from resnet_serve.runtimes import RUNTIMES
 from resnet_serve.server import ServerSettings, TritonServer
 
 from conftest import EXACT, reference_logits, tiny_onnx
@@ -67,11 +67,11 @@ def test_bf16_on_a_cpu_without_it_is_refused_not_run_as_fp32():
 
 def test_precisions_a_runtime_cannot_honour_are_refused():
     with pytest.raises(PrecisionError, match="cannot force fp32"):
-        serving_precision("openvino_native", "fp32")
+        RUNTIMES["openvino_native"].precision("fp32")
     with pytest.raises(PrecisionError, match="no fast bf16"):
-        serving_precision("ort", "bf16")
-    assert serving_precision("ort", "auto") == "fp32"
-    assert serving_precision("openvino_native", "auto") == "auto"  # OpenVINO's own choice in Triton's backend
+        RUNTIMES["ort"].precision("bf16")
+    assert RUNTIMES["ort"].precision("auto") == "fp32"
+    assert RUNTIMES["openvino_native"].precision("auto") == "auto"  # OpenVINO's own choice in Triton's backend
 
 
 def test_a_model_file_that_does_not_match_the_precision_is_refused(onnx_model, int8_model):

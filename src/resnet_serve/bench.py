@@ -26,8 +26,8 @@ import numpy as np
 from resnet_serve.client import Connection, request_inputs
 from resnet_serve.contract import ENSEMBLE_NAME, ENSEMBLE_OUTPUT
 from resnet_serve.errors import ResnetServeError
-from resnet_serve.openvino_config import in_process_classifier
 from resnet_serve.progress import say
+from resnet_serve.runtimes import RUNTIMES
 from resnet_serve.server import procfs
 
 if TYPE_CHECKING:
@@ -506,7 +506,7 @@ def run_setups(
     points: list[Point] = []
     for setup in setups:
         if setup == "in-process":
-            classifier = in_process_classifier(replace(ours, model_file=files.onnx))
+            classifier = RUNTIMES[ours.classifier].in_process(replace(ours, model_file=files.onnx))
             say(f"[in-process] decode + preprocess + {ours.classifier} {ours.precision}, batch {in_process_batch} ...")
             points.append(
                 in_process_ceiling(images, files.onnx, sweep_settings.seconds, in_process_batch, classify=classifier)

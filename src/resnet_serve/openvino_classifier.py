@@ -149,3 +149,19 @@ class OpenVinoClassifier:
         return (
             f"{self.precision} ({compute} compute), {threads} threads, {hint}, up to {self.max_run_batch} images a call"
         )
+
+
+# The model's names in a version directory: an ONNX file, or an OpenVINO IR pair.
+ONNX_FILE, IR_FILE, IR_WEIGHTS_FILE = "model.onnx", "model.xml", "model.bin"
+
+
+def model_files(model_file: Path) -> list[tuple[Path, str]]:
+    """(source, name in the version directory) of a model: ``model.onnx``, or ``model.xml`` + ``model.bin``."""
+    if model_file.suffix == ".xml":
+        return [(model_file, IR_FILE), (model_file.with_suffix(".bin"), IR_WEIGHTS_FILE)]
+    return [(model_file, ONNX_FILE)]
+
+
+def installed_model_file(version: Path) -> Path:
+    """The model :func:`model_files` put in a version directory: the IR when there is one, else the ONNX file."""
+    return version / IR_FILE if (version / IR_FILE).is_file() else version / ONNX_FILE

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -49,16 +49,11 @@ from resnet_serve.gpu_placement import (
 )
 from resnet_serve.model_card import ModelCard, card_for, check_model_shapes, file_sha256
 from resnet_serve.openvino_classifier import Precision
-from resnet_serve.openvino_config import (
-    ONNX_FILE,
-    model_files,
-    native_parameters,
-    python_parameters,
-    serving_precision,
-)
 from resnet_serve.options import option
 from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
+from resnet_serve.runtimes import RUNTIMES, set_parameters
+from resnet_serve.runtimes.torch_gpu import model_parameters
 
 MARKER_FILE = ".resnet_serve.json"
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a directory name Triton and URLs take as is
@@ -72,28 +67,6 @@ PROFILES: dict[str, str] = {
     "ours": "batched, ragged, aspect-preserving preprocess (the product)",
     "seed": "the seed example exactly: squash resize, transforms per request, no dynamic batching (a baseline)",
     "fused": "GPU only: preprocess + classifier in ONE Python model named as the ensemble (one hop, one context)",
-}
-
-
-class Classifier(NamedTuple):
-    model_name: str
-    model_file: str  # the file's name inside the model's version directory
-    runs_on: str
-
-
-CLASSIFIERS: dict[str, Classifier] = {  # the OpenVINO kinds also take an IR: openvino_config.model_files
-    "openvino": Classifier(
-        "resnet50_openvino", ONNX_FILE, "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)"
-    ),
-    "openvino_native": Classifier("resnet50_openvino", ONNX_FILE, "openvino backend (NVIDIA's containers)"),
-    "ort": Classifier(
-        "resnet50_ort", ONNX_FILE, "python backend + ONNX Runtime (CPU; servers without the ORT backend)"
-    ),
-    "onnx": Classifier("resnet50_onnx", ONNX_FILE, "onnxruntime_onnx backend (NVIDIA's containers)"),
-    "trt": Classifier("resnet50_trt", "model.plan", "tensorrt_plan (NVIDIA's containers with a GPU)"),
-    "torch": Classifier(
-        "resnet50_torch", "model.pt", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)"
-    ),
 }
 
 
@@ -150,7 +123,7 @@ class RepositorySpec:
     )
 
     def __post_init__(self) -> None:
-        choosing = (("profile", PROFILES), ("classifier", CLASSIFIERS), ("device", ("cpu", "cuda")),
+        choosing = (("profile", PROFILES), ("classifier", RUNTIMES), ("device", ("cpu", "cuda")),
                     ("gpu_decoder", DECODERS))  # fmt: skip
         for name, choices in choosing:
             if getattr(self, name) not in choices:
@@ -181,7 +154,7 @@ class RepositorySpec:
 
     @property
     def classifier_name(self) -> str:
-        return self.step_name(CLASSIFIERS[self.classifier].model_name, self.classifier)
+        return self.step_name(RUNTIMES[self.classifier].model_name, self.classifier)
 
     @property
     def gpu_ids(self) -> tuple[int, ...]:
@@ -207,17 +180,11 @@ class RepositorySpec:
         return mc.TYPE_FP16 if fp16 else mc.TYPE_FP32
 
 
-def _parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
-    for key, value in values.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        config.parameters[key].string_value = text
-
-
 def _batch_and_guard_images(config: mc.ModelConfig, spec: RepositorySpec) -> None:
     """For a model taking encoded images: dynamic batching, a bounded queue, the preprocess options."""
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
-    _parameters(config, spec.preprocess.to_parameters())
+    set_parameters(config, spec.preprocess.to_parameters())
 
 
 def _image_dims(spec: RepositorySpec) -> list[int]:
@@ -238,10 +205,10 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     if seed:
         return config
     _batch_and_guard_images(config, spec)
-    _parameters(config, {"threads": spec.preprocess_threads})
+    set_parameters(config, {"threads": spec.preprocess_threads})
     if spec.device == "cuda":
         dtype = "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"
-        _parameters(config, {"dtype": dtype, "gpu_decoder": spec.gpu_decoder})
+        set_parameters(config, {"dtype": dtype, "gpu_decoder": spec.gpu_decoder})
     return config
 
 
@@ -252,43 +219,11 @@ def _cpu_groups_per_gpu(config: mc.ModelConfig, spec: RepositorySpec) -> None:
                                   count=spec.image_instances)  # fmt: skip
 
 
-def _torch_model_parameters(config: mc.ModelConfig, card: ModelCard) -> None:
-    """What the GPU classifier builds from its state_dict (torch_classifier.instance_classifier)."""
-    _parameters(config, {"arch": card.arch, "num_classes": card.num_classes, "input_size": card.input_size})
-
-
 def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """The classifier step: ``input`` [3, S, S] (FP32, or FP16 for the fp16 torch classifier) ->
-    ``output`` FP32 [classes] with labels."""
+    """The classifier step: its runtime's part (runtimes/), then ``input`` [3, S, S] (FP32, or FP16
+    for the fp16 torch classifier) -> ``output`` FP32 [classes] with labels."""
     config = mc.ModelConfig(name=spec.classifier_name, max_batch_size=spec.max_batch_size)
-    if spec.classifier == "ort":
-        config.backend = "python"
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
-        _parameters(config, {"intra_op_threads": spec.classifier_threads, "max_run_batch": spec.classifier_run_batch})
-    elif spec.classifier == "torch":
-        config.backend = "python"
-        gpus = spec.gpu_ids
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances, gpus=gpus)
-        seed = spec.profile == "seed"
-        _parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
-        _torch_model_parameters(config, spec.model_card)
-        # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
-        _parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
-    elif spec.classifier == "openvino":
-        config.backend = "python"
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
-        _parameters(config, python_parameters(spec.precision, spec.classifier_threads, spec.classifier_run_batch))
-    elif spec.classifier == "openvino_native":
-        config.backend = "openvino"
-        config.default_model_filename = model_files(Path(spec.model_file))[0][1]
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.classifier_instances)
-        _parameters(config, native_parameters(spec.precision, spec.classifier_threads))
-    elif spec.classifier == "onnx":
-        config.backend = "onnxruntime"
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO, count=spec.classifier_instances)
-    else:
-        config.platform = "tensorrt_plan"
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
+    RUNTIMES[spec.classifier].configure(config, spec)
     config.input.add(name=CLASSIFIER_INPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
     config.output.add(name=CLASSIFIER_OUTPUT, data_type=mc.TYPE_FP32, dims=[spec.model_card.num_classes],
                       label_filename=LABELS_FILE)  # fmt: skip
@@ -330,8 +265,8 @@ def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     _ensemble_io(config, spec, ragged=True)
     _cpu_groups_per_gpu(config, spec)
     _batch_and_guard_images(config, spec)
-    _parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "gpu_decoder": spec.gpu_decoder})
-    _torch_model_parameters(config, spec.model_card)
+    set_parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "gpu_decoder": spec.gpu_decoder})
+    set_parameters(config, model_parameters(spec.model_card))
     return config
 
 
@@ -387,10 +322,6 @@ def _write_model(root: Path, config: mc.ModelConfig, source: str | None = None, 
     return model_dir
 
 
-# The classifier kinds whose model file OpenVINO can read, to check its shapes against the card.
-ONNX_KINDS = ("openvino", "openvino_native", "ort", "onnx")
-
-
 def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     """Write (or rewrite) model ``spec.name`` in the repository under ``root`` and return its path;
     the other models resnet-serve wrote there stay."""
@@ -398,23 +329,23 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     model_file = Path(spec.model_file)
     if not model_file.is_file():
         raise RepositoryError(f"model file {model_file} does not exist")
-    card = spec.model_card
-    if spec.classifier in ONNX_KINDS:
+    card, runtime = spec.model_card, RUNTIMES[spec.classifier]
+    if runtime.reads_onnx:
         check_model_shapes(model_file, card)
     if spec.profile == "seed" and card.input_size != IMAGE_SIZE:
         raise RepositoryError(f"the seed profile squashes images to {IMAGE_SIZE} px, as the example; this model "
                               f"takes {card.input_size}: use --profile ours")  # fmt: skip
     preprocess = replace(spec.preprocess, **card.preprocess_fields())
-    spec = replace(spec, card=card, preprocess=preprocess, precision=serving_precision(spec.classifier, spec.precision))
+    spec = replace(spec, card=card, preprocess=preprocess, precision=runtime.precision(spec.precision))
     fused = spec.profile == "fused"
     directories = [spec.name] if fused else [spec.preprocess_name, spec.classifier_name, spec.name]
     _check_free(root, spec, directories)
     prepare_directory(root, spec.name)
     names = card.class_labels
-    classifier = CLASSIFIERS[spec.classifier]
     if fused:
         fused_dir = _write_model(root, fused_config(spec), "fused_gpu", names)
-        _install_file(model_file, fused_dir / "1" / classifier.model_file)
+        for source, name in runtime.files(model_file):
+            _install_file(source, fused_dir / "1" / name)
         _write_marker(root, spec, spec.name, model_file, directories)
         return root
 
@@ -423,10 +354,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     else:
         preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
     _write_model(root, preprocess_config(spec), preprocess_source)
-    python_classifier = f"classifier_{spec.classifier}" if spec.classifier in ("ort", "torch", "openvino") else None
-    classifier_dir = _write_model(root, classifier_config(spec), python_classifier, names)
-    openvino = spec.classifier.startswith("openvino")
-    for source, name in model_files(model_file) if openvino else [(model_file, classifier.model_file)]:
+    classifier_dir = _write_model(root, classifier_config(spec), runtime.source, names)
+    for source, name in runtime.files(model_file):
         _install_file(source, classifier_dir / "1" / name)
     _write_model(root, ensemble_config(spec), labels=names)
     _write_marker(root, spec, spec.classifier_name, model_file, directories)

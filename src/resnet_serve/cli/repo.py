@@ -19,7 +19,8 @@ from resnet_serve.progress import say, step
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from resnet_serve.repository import CLASSIFIERS, PROFILES
+    from resnet_serve.repository import PROFILES
+    from resnet_serve.runtimes import RUNTIMES
 
     parser = commands.add_parser(
         "repo",
@@ -61,8 +62,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--classifier",
-        choices=sorted(CLASSIFIERS),
-        help="; ".join(f"{k}: {c.model_name}, {c.runs_on}" for k, c in CLASSIFIERS.items())
+        choices=sorted(RUNTIMES),
+        help="; ".join(f"{k}: {r.model_name}, {r.runs_on}" for k, r in RUNTIMES.items())
         + " (default: ort, trt with --plan)",
     )
     add_repository_options(parser)

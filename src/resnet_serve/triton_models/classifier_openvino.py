@@ -13,8 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import request_slices, responses
 from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
-from resnet_serve.openvino_classifier import OpenVinoClassifier
-from resnet_serve.openvino_config import installed_model_file
+from resnet_serve.openvino_classifier import OpenVinoClassifier, installed_model_file
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 
 

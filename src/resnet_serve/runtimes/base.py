@@ -1,0 +1,58 @@
+"""The one interface every classifier runtime implements for the repository writer.
+
+A runtime answers the same questions whatever it is: the classifier step's name, the files it puts
+in the version directory, the precision it will serve, and its part of the model config (backend
+or platform, instance group, parameters). The writer adds what every classifier shares (tensor
+names and shapes from the contract and the model card, labels, dynamic batching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from resnet_serve.repository import RepositorySpec
+
+ONNX_FILE = "model.onnx"  # the model's name in a version directory, for the runtimes that read ONNX
+
+
+def set_parameters(config: mc.ModelConfig, values: Mapping[str, object]) -> None:
+    """Triton's string ``parameters`` of a model config (bools as "true"/"false")."""
+    for key, value in values.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        config.parameters[key].string_value = text
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One way to run the classifier step; subclasses fill in :meth:`configure` (and what differs)."""
+
+    kind: str  # the `repo --classifier` value
+    model_name: str  # the step's name in the default (seed-named) model
+    runs_on: str  # one line for --help
+    model_file: str = ONNX_FILE  # the file's name in the version directory
+    source: str | None = None  # triton_models/<source>.py for a Python-backend model; None: a native backend
+    reads_onnx: bool = True  # its model file is ONNX (or an OpenVINO IR): the writer checks its shapes
+
+    def files(self, model_file: Path) -> list[tuple[Path, str]]:
+        """(source, name in the version directory) of each file the model needs."""
+        return [(Path(model_file), self.model_file)]
+
+    def precision(self, requested: str) -> str:
+        """The precision this runtime will serve for ``requested``; refuses what it cannot honour."""
+        return requested
+
+    def configure(self, config: mc.ModelConfig, spec: RepositorySpec) -> None:
+        """Its backend or platform, instance group and parameters."""
+        raise NotImplementedError
+
+    def in_process(self, spec: RepositorySpec) -> Callable[[np.ndarray], np.ndarray]:
+        """The same classifier in this process (the bench's in-process ceiling), where it can run here."""
+        raise NotImplementedError(f"the {self.kind} classifier runs only in a server")

@@ -1,0 +1,22 @@
+"""TensorRT: a plan built by ``resnet-serve engine`` where TensorRT exists, served by Triton's
+tensorrt_plan platform in NVIDIA's containers with a GPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resnet_serve.runtimes.base import Runtime
+
+
+@dataclass(frozen=True)
+class TensorRtPlan(Runtime):
+    def configure(self, config, spec) -> None:
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        config.platform = "tensorrt_plan"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances)
+
+
+PLAN = TensorRtPlan(
+    "trt", "resnet50_trt", "tensorrt_plan (NVIDIA's containers with a GPU)", model_file="model.plan", reads_onnx=False
+)

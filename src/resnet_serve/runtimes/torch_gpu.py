@@ -1,0 +1,35 @@
+"""PyTorch on the GPU: fp16 channels_last with one CUDA graph per batch bucket
+(:mod:`resnet_serve.torch_classifier`), built from a state_dict as the model card says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resnet_serve.model_card import ModelCard
+from resnet_serve.runtimes.base import Runtime, set_parameters
+
+
+def model_parameters(card: ModelCard) -> dict[str, object]:
+    """What the classifier is built as from its state_dict (torch_classifier.instance_classifier)."""
+    return {"arch": card.arch, "num_classes": card.num_classes, "input_size": card.input_size}
+
+
+@dataclass(frozen=True)
+class TorchGpu(Runtime):
+    def configure(self, config, spec) -> None:
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        config.backend = "python"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances,
+                                  gpus=spec.gpu_ids)  # fmt: skip
+        seed = spec.profile == "seed"
+        set_parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
+        set_parameters(config, model_parameters(spec.model_card))
+        # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
+        set_parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
+
+
+TORCH = TorchGpu(
+    "torch", "resnet50_torch", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)",
+    model_file="model.pt", source="classifier_torch", reads_onnx=False,
+)  # fmt: skip
