@@ -9,11 +9,13 @@ PYTRITON := nvidia-pytriton==0.7.0
 
 .PHONY: install demo test lint clean
 
+# pip prints a line per package it fetches and installs (about a minute, most of it torch): progress.
 $(BIN)/resnet-serve: pyproject.toml
+	@echo "Installing into $(VENV): pip, then resnet-serve with torch (export), then tritonserver ($(PYTRITON))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[export,dev]"
-	$(BIN)/python -m pip install --quiet --no-deps $(PYTRITON)
+	$(BIN)/python -m pip install --progress-bar off -e ".[export,dev]"
+	$(BIN)/python -m pip install --progress-bar off --no-deps $(PYTRITON)
 	@touch $@
 
 install: $(BIN)/resnet-serve

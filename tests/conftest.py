@@ -42,6 +42,10 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
 # The example's photo's size: where mug.jpg is not beside the clone, a photo-like JPEG of that size
 # stands in (the tests that need the real photo's classes skip without real weights anyway).
 MUG_SIZE = (3361, 2521)
+# For the few tests whose bounds were measured on the example's photo itself.
+needs_example_photo = pytest.mark.skipif(
+    not (DATA_DIR / "mug.jpg").is_file(), reason=f"its bound was measured on the example's mug.jpg, not in {DATA_DIR}"
+)
 
 
 @pytest.fixture(scope="session")

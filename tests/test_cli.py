@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from resnet_serve.weights import WEIGHTS_ENV, pretrained_cached, pretrained_weights
 
-from conftest import DATA_DIR
+from conftest import DATA_DIR, encode
 
 COMMANDS = ["demo", "export", "engine", "repo", "serve", "classify", "bench"]
 
@@ -44,12 +45,72 @@ def test_classify_json_over_http(server, images, tmp_path):
     assert report["latency_ms"] > 0
 
 
-def test_classify_reports_a_bad_image_without_a_traceback(server, tmp_path):
-    bad = tmp_path / "bad.jpg"
+def test_classify_reports_each_files_own_error_beside_the_others_answers(server, images, tmp_path):
+    bad, tiff, good = tmp_path / "bad.jpg", tmp_path / "scan.tif", tmp_path / "good.jpg"
     bad.write_bytes(b"nope")
-    result = run_cli("classify", str(bad), "--url", server.grpc_url)
-    assert result.returncode == 1
-    assert "image 0: not a recognised image format" in result.stderr and "Traceback" not in result.stderr
+    tiff.write_bytes(encode(Image.new("RGB", (8, 8)), "TIFF"))
+    good.write_bytes(images["mug_500x375.jpg"])
+    result = run_cli("classify", str(bad), str(good), str(tiff), "--url", server.grpc_url, "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    bad_answer, good_answer, tiff_answer = json.loads(result.stdout)["images"]
+    assert bad_answer == {"image": str(bad), "error": bad_answer["error"]}
+    assert bad_answer["error"].startswith("not a recognised image format")
+    assert tiff_answer["error"].startswith("TIFF is refused on purpose")
+    assert len(good_answer["top"]) == 5
+    assert f"2 of 3 image(s) could not be classified; {bad}: not a recognised" in result.stderr
+
+
+def test_classify_splits_more_images_than_the_servers_max_batch(server, images, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(300):  # the server's max batch is 256
+        (folder / f"{index:03}.jpg").write_bytes(images["mug_tiny.jpg"])
+    result = run_cli("classify", str(folder), "--url", server.grpc_url, "--top-k", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["requests"] == 2 and len(report["images"]) == 300
+    assert len({entry["top"][0]["index"] for entry in report["images"]}) == 1  # the same image, the same answer
+
+
+def test_url_may_name_its_protocol_and_a_wrong_one_is_one_line(server, images, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(images["mug_500x375.jpg"])
+    assert run_cli("classify", str(photo), "--url", f"http://{server.http_url}").returncode == 0
+    assert run_cli("classify", str(photo), "--url", f"grpc://{server.grpc_url}").returncode == 0
+    for args in (
+        ["--url", f"http://{server.grpc_url}"],
+        ["--protocol", "http", "--url", server.grpc_url],
+        ["--url", f"ftp://{server.grpc_url}"],
+        ["--url", f"http://{server.http_url}", "--protocol", "grpc"],
+    ):
+        result = run_cli("classify", str(photo), *args)
+        assert result.returncode in (1, 2) and "Traceback" not in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default():
+    import argparse
+
+    from resnet_serve.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = []
+    for name, parser in commands.choices.items():
+        for action in parser._actions:
+            flag = action.option_strings[0] if action.option_strings else action.dest
+            if isinstance(action, argparse._HelpAction):
+                continue
+            stored = action.default not in (None, False, [], argparse.SUPPRESS)
+            if not action.help:
+                missing.append(f"{name} {flag}: no help")
+            elif stored and not isinstance(action, argparse._StoreFalseAction) and "default" not in action.help:
+                missing.append(f"{name} {flag}: help does not give its default {action.default!r}")
+    assert not missing, missing
+
+
+def test_version_is_printed():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("resnet-serve ")
 
 
 def test_serve_without_a_repository_says_what_to_do(tmp_path):
@@ -95,3 +156,18 @@ def test_mug_is_a_coffee_mug_with_real_weights(images, tmp_path):
     result = run_cli("demo", str(image), "--weights", _real_weights(), "--workdir", str(tmp_path / "work"), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["images"][0]["top"][0]["label"] == "COFFEE MUG"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("127.0.0.1:8001", (None, False, "127.0.0.1:8001")),
+        ("grpc://10.0.0.5:8001", ("grpc", False, "10.0.0.5:8001")),
+        ("http://localhost:8000/", ("http", False, "localhost:8000")),
+        ("https://infer.example:443", ("http", True, "infer.example:443")),
+    ],
+)
+def test_a_url_may_carry_its_protocol(url, expected):
+    from resnet_serve.client import split_url
+
+    assert split_url(url) == expected

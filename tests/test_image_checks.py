@@ -25,6 +25,8 @@ from resnet_serve.preprocess import (
     rows_to_bytes,
 )
 
+from conftest import needs_example_photo
+
 FORMAT_OF = {"jpeg": "JPEG", "png": "PNG", "apng": "PNG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP"}
 
 
@@ -213,11 +215,17 @@ def test_a_plain_jpeg_over_pillows_bomb_limit_is_left_to_pillow(bases, monkeypat
 
 def test_formats_outside_the_allow_list_are_refused(mug_image):
     small = mug_image.resize((64, 48))
-    for fmt in ("TIFF", "ICO", "PPM", "TGA", "PCX"):
+    for fmt in ("PPM", "TGA", "PCX"):
         with pytest.raises(ImageError, match=r"not a recognised image format \(allowed: JPEG, PNG, WEBP, GIF, BMP\)"):
+            preprocess_image(hp.encode(small, fmt))
+    for fmt in ("TIFF", "ICO"):  # known, and refused by name: the user learns it is no accident
+        with pytest.raises(
+            ImageError, match=rf"{fmt} is refused on purpose: .* \(allowed: JPEG, PNG, WEBP, GIF, BMP\)"
+        ):
             preprocess_image(hp.encode(small, fmt))
 
 
+@needs_example_photo  # a picture of other content may end its WebP data in zeros, which this refuses
 def test_zeros_that_may_be_padding_never_stand_in_for_bmp_or_webp_data(bases):
     for name in ("bmp", "webp", "webp_lossless"):
         data = bases[name]
@@ -247,7 +255,7 @@ def test_every_frame_and_embedded_header_counts_against_the_pixel_limit(bases):
 
 
 def test_headers_declaring_more_than_their_data_holds_are_refused(bases):
-    with pytest.raises(ImageError, match="truncated JPEG: 3959 bytes of scan data cannot hold the 281500 blocks"):
+    with pytest.raises(ImageError, match=r"truncated JPEG: \d+ bytes of scan data cannot hold the 281500 blocks"):
         inspect_image(hp.jpeg_with_size(bases["jpeg"], 4000, 3000))
     with pytest.raises(ImageError, match="truncated PNG: 12 bytes of image data cannot inflate to the 36000 bytes"):
         inspect_image(hp.png_declaring(1, 9000))

@@ -22,7 +22,7 @@ from resnet_serve.preprocess import (
 )
 from resnet_serve.reference import reference_tensor
 
-from conftest import EXACT, encode
+from conftest import EXACT, encode, needs_example_photo
 
 ONE_GREY_LEVEL = 1 / (255 * min(IMAGENET_STD))  # the largest step one 8-bit level makes after Normalize
 
@@ -47,6 +47,7 @@ def test_very_wide_image_never_allocates_its_full_resize():
     np.testing.assert_allclose(out[0], (1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], atol=1e-5)
 
 
+@needs_example_photo
 def test_jpeg_draft_stays_close_to_full_decode(mug_jpeg):
     # DCT-domain downscaling keeps >= 2x the resize target; measured on mug.jpg (3361x2521): mean abs
     # difference 0.012 and max 0.70 in normalized units (about 0.7 and 41 grey levels).

@@ -12,7 +12,6 @@ import asyncio
 import csv
 import io
 import json
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -266,19 +265,14 @@ def sweep(
     warmup_s: float,
     progress: bool = True,
 ) -> list[Point]:
-    """One point per concurrency, with a progress line on stderr."""
+    """One point per concurrency, with a line on stderr as each one ends."""
     points = []
     for number, concurrency in enumerate(concurrencies, 1):
+        point = generator.point(setup, concurrency, seconds, warmup_s)
+        points.append(point)
         if progress:
-            print(
-                f"\r[{setup}] concurrency {concurrency} ({number}/{len(concurrencies)}) ...",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-        points.append(generator.point(setup, concurrency, seconds, warmup_s))
-    if progress:
-        print(file=sys.stderr)
+            say(f"[{setup}] {number}/{len(concurrencies)}: concurrency {concurrency}, {point.img_per_s:.1f} img/s, "
+                f"p99 {point.p99_ms:.1f} ms, {point.errors} errors")  # fmt: skip
     return points
 
 

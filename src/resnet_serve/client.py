@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,31 @@ from resnet_serve.contract import (
     ENSEMBLE_NAME,
     ENSEMBLE_OUTPUT,
 )
+from resnet_serve.errors import ResnetServeError
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+# A URL's scheme -> (protocol, TLS).
+SCHEMES = {"grpc": ("grpc", False), "grpcs": ("grpc", True), "http": ("http", False), "https": ("http", True)}
+
+
+class ClientError(ResnetServeError):
+    """The client cannot be set up as asked; the message says what to change."""
+
+
+def split_url(url: str) -> tuple[str | None, bool, str]:
+    """``grpc://host:port``, ``http(s)://host:port`` or plain ``host:port`` -> (protocol or None, TLS, host:port)."""
+    scheme, found, address = url.partition("://")
+    if not found:
+        return None, False, url
+    if scheme.lower() not in SCHEMES:
+        raise ClientError(f"unknown scheme {scheme!r} in {url!r}: use grpc://, http:// or https://, or host:port")
+    if "/" in address.rstrip("/") or not address:
+        raise ClientError(f"give the server's address as SCHEME://host:port, got {url!r}")
+    protocol, tls = SCHEMES[scheme.lower()]
+    return protocol, tls, address.rstrip("/")
+
+
 # gRPC message limits of our clients (tritonclient's default is 2 GiB each way): a request carries at
 # most the server's default request tensor plus framing; a reply, 256 x 1000 FP32 logits.
 MAX_SEND_BYTES = DEFAULT_MAX_REQUEST_BYTES + (1 << 20)
@@ -127,22 +149,36 @@ def top_k(logits: np.ndarray, names: Sequence[str], k: int = 5) -> list[list[Pre
     ]
 
 
+def image_error(exc) -> str:
+    """The server's words for one image's refusal, without the index or where Triton says it failed
+    (``in ensemble '...', image 0: ...``)."""
+    message = exc.message() if hasattr(exc, "message") else str(exc)
+    return message.partition("image 0: ")[2] or message
+
+
 class TritonClassifier:
-    """A client for the ensemble (``protocol`` grpc or http)."""
+    """A client for the ensemble: ``url`` is host:port or grpc://, http://, https://host:port; the
+    protocol is ``protocol``, else the URL's scheme, else gRPC."""
 
     def __init__(
         self,
         url: str | None = None,
-        protocol: str = "grpc",
+        protocol: str | None = None,
         model: str = ENSEMBLE_NAME,
         timeout_s: float = 60.0,
         connection: Connection | None = None,
     ):
+        scheme, tls, address = split_url(url) if url else (None, False, None)
+        if protocol and scheme and protocol != scheme:
+            raise ClientError(f"the URL {url} is {scheme}, but the protocol asked for is {protocol}")
+        protocol = protocol or scheme or "grpc"
         if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+            raise ClientError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self.connection = connection or Connection()
-        self.url = url or DEFAULT_URLS[protocol]
+        if tls:
+            self.connection = replace(self.connection, ssl=True)
+        self.url = address or DEFAULT_URLS[protocol]
         if protocol == "grpc":
             import tritonclient.grpc as triton
         else:
@@ -172,6 +208,12 @@ class TritonClassifier:
             self._num_classes = self._metadata_classes()
         return self._num_classes
 
+    def max_batch_size(self) -> int:
+        """The most images the served model takes in one request (its config's max_batch_size; 0: no batching)."""
+        headers = self.connection.headers or None
+        config = self._client.get_model_config(self.model, headers=headers)
+        return int(config["max_batch_size"] if isinstance(config, dict) else config.config.max_batch_size)
+
     def _metadata_classes(self) -> int:
         headers = self.connection.headers or None
         metadata = self._client.get_model_metadata(self.model, headers=headers)
@@ -190,6 +232,38 @@ class TritonClassifier:
         start = time.perf_counter()
         logits, names = self.labelled_logits(images)
         return top_k(logits, names, k), (time.perf_counter() - start) * 1000.0
+
+    def classify_each(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction] | str], float, int]:
+        """Every image's top-``k``, or its own error message, however many images: requests of at most
+        the server's max batch; a request refused for a bad image is sent again one image at a time,
+        so the others' answers are kept. Returns the results, the total latency in ms and the requests sent."""
+        from tritonclient.utils import InferenceServerException
+
+        self.num_classes()  # the server's metadata first: an unreachable server fails here, once
+        size = max(1, self.max_batch_size())
+        results: list[list[Prediction] | str] = []
+        latency_ms, requests = 0.0, 0
+        for start in range(0, len(images), size):
+            group = images[start : start + size]
+            try:
+                answers, spent = self.classify(group, k)
+                results.extend(answers)
+                latency_ms, requests = latency_ms + spent, requests + 1
+                continue
+            except InferenceServerException as exc:
+                if len(group) == 1:
+                    results.append(image_error(exc))
+                    requests += 1
+                    continue
+            for image in group:  # which image was refused: the others' answers are kept
+                try:
+                    (answer,), spent = self.classify([image], k)
+                    results.append(answer)
+                    latency_ms += spent
+                except InferenceServerException as exc:
+                    results.append(image_error(exc))
+                requests += 1
+        return results, latency_ms, requests
 
     def close(self) -> None:
         self._client.close()

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from resnet_serve.errors import ResnetServeError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # Pillow's names for the plugins we let open images
+# Formats known and refused by name (not as unrecognised): e.g. an ICO directory saying 16x16 can wrap a
+# 13000x13000 PNG, and a TIFF's strips and compressions are not bounded by what its header declares.
+REFUSED_FORMATS = {"TIFF": b"II*\x00", "TIFF (big-endian)": b"MM\x00*", "ICO": b"\x00\x00\x01\x00", "PSD": b"8BPS"}
 
 
 class ImageError(ResnetServeError, ValueError):
@@ -79,6 +82,12 @@ def inspect_image(data: bytes, may_be_padded: bool = False) -> ImageInfo:
     """
     fmt = sniff_format(data)
     if fmt is None:
+        refused = next((name for name, magic in REFUSED_FORMATS.items() if data.startswith(magic)), None)
+        if refused:
+            raise ImageError(
+                f"{refused} is refused on purpose: its header does not bound what decoding it costs "
+                f"(allowed: {', '.join(ALLOWED_FORMATS)})"
+            )
         raise ImageError(f"not a recognised image format (allowed: {', '.join(ALLOWED_FORMATS)})")
     try:
         info = _WALKERS[fmt](data)

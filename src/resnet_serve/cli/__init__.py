@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve ImageNet ResNet-50 classification on NVIDIA Triton (the python_backend "
         "'preprocessing' ensemble): build, serve, classify.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands).set_defaults(handler=command.run)
@@ -35,10 +37,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("interrupted")
         return 130
     except Exception as exc:
+        if args.debug:
+            raise
         if _is_expected(exc):
             say(f"error: {exc}")
-            return 1
-        raise
+        else:  # not a mistake we foresaw: still one line, the traceback on request
+            first_line = next(iter(str(exc).strip().splitlines()), "")[:300]
+            say(f"error: {exc.__class__.__name__}: {first_line} (run with --debug for the traceback)")
+        return 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("resnet_serve")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _is_expected(exc: Exception) -> bool:

@@ -34,20 +34,23 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="images or directories (default: a mix of sizes)")
     parser.add_argument("--setup", action="append", choices=SETUPS, help="repeatable (default: ours, seed, in-process)")
     parser.add_argument("--url", help="also (or only) bench a server already running here, as setup 'server'")
-    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="comma-separated client counts")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per point")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time before each point")
-    parser.add_argument("--images-per-request", type=int, default=1)
-    parser.add_argument("--in-process-batch", type=int, default=8, help="batch of the in-process ceiling")
+    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="client protocol (default grpc)")
+    parser.add_argument(
+        "--concurrency", default="1,2,4,8,16,32", help="comma-separated client counts (default 1,2,4,8,16,32)"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per point (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time before each point (default 2)")
+    parser.add_argument("--images-per-request", type=int, default=1, help="images in each request (default 1)")
+    parser.add_argument("--in-process-batch", type=int, default=8, help="batch of the in-process ceiling (default 8)")
     parser.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"fp32 model (default {DEFAULT_ONNX})")
     parser.add_argument("--int8-onnx", default=str(DEFAULT_INT8), help=f"int8 model (default {DEFAULT_INT8})")
     add_runtime_option(parser)
     parser.add_argument(
         "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for the GPU setups (default {DEFAULT_TORCH})"
     )
-    parser.add_argument("--client-processes", type=int, default=1, help="spread the clients over N processes")
-    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR / "bench"), help="repositories and server logs")
+    parser.add_argument("--client-processes", type=int, default=1, help="client processes (default 1)")
+    workdir = DEFAULT_WORKDIR / "bench"
+    parser.add_argument("--workdir", default=str(workdir), help=f"repositories and server logs (default {workdir})")
     parser.add_argument("--json", metavar="FILE", help="write every point as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write every point as CSV")
     parser.add_argument("--plot", metavar="PNG", help="plot img/s and p99 against concurrency (needs matplotlib)")

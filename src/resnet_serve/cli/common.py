@@ -163,19 +163,23 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
-def print_results(paths, results, latency_ms: float, as_json: bool) -> None:
-    """Top-k per image, as text or JSON."""
+def print_results(paths, results, latency_ms: float, requests: int, as_json: bool) -> None:
+    """Top-k per image (or the image's own error), as text or JSON."""
     import json
 
     if as_json:
         images = [
-            {"image": str(path), "top": [p.__dict__ for p in predictions]}
-            for path, predictions in zip(paths, results, strict=True)
-        ]
-        print(json.dumps({"latency_ms": round(latency_ms, 3), "images": images}, indent=2))
+            {"image": str(path), "error": result} if isinstance(result, str)
+            else {"image": str(path), "top": [p.__dict__ for p in result]}
+            for path, result in zip(paths, results, strict=True)
+        ]  # fmt: skip
+        print(json.dumps({"latency_ms": round(latency_ms, 3), "requests": requests, "images": images}, indent=2))
         return
-    for path, predictions in zip(paths, results, strict=True):
+    for path, result in zip(paths, results, strict=True):
         print(f"{path}:")
-        for rank, p in enumerate(predictions, 1):
+        if isinstance(result, str):
+            print(f"  error: {result}")
+            continue
+        for rank, p in enumerate(result, 1):
             print(f"  {rank}. {p.label:<32} {p.probability:7.2%}  (class {p.index}, logit {p.logit:.3f})")
-    print(f"{len(paths)} image(s) in one request: {latency_ms:.1f} ms")
+    print(f"{len(paths)} image(s) in {requests} request(s): {latency_ms:.1f} ms")

@@ -35,7 +35,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help="image files to classify (default: the example's mug.jpg, downloaded once into --workdir; offline, "
         "a picture made here)",
     )
-    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="where the ONNX model, repository and log go")
+    parser.add_argument(
+        "--workdir", default=str(DEFAULT_WORKDIR), help=f"for the model, repository and log (default {DEFAULT_WORKDIR})"
+    )
     add_weights_options(parser)
     add_server_options(parser)
     add_client_options(parser)
@@ -88,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with TritonClassifier(server.grpc_url, "grpc") as client:
             client.logits(images[:1])  # first request warms the models
-            results, latency_ms = client.classify(images, args.top_k)
-        print_results([str(path) for path in paths], results, latency_ms, args.json)
+            results, latency_ms, requests = client.classify_each(images, args.top_k)
+        print_results([str(path) for path in paths], results, latency_ms, requests, args.json)
     finally:
         with step("Stopping tritonserver"):
             server.stop()

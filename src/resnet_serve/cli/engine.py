@@ -19,12 +19,15 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "then `resnet-serve repo --plan FILE` writes resnet50_trt.",
     )
     parser.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"ONNX model (default {DEFAULT_ONNX})")
-    parser.add_argument("--output", "-o", default=str(DEFAULT_WORKDIR / "resnet50.plan"))
-    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
-    parser.add_argument("--min-batch", type=int, default=1)
-    parser.add_argument("--opt-batch", type=int, default=1)
-    parser.add_argument("--max-batch", type=int, default=MAX_BATCH_SIZE)
-    parser.add_argument("--workspace-mb", type=int, default=4096)
+    plan = DEFAULT_WORKDIR / "resnet50.plan"
+    parser.add_argument("--output", "-o", default=str(plan), help=f"plan file to write (default {plan})")
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="(default fp16)")
+    parser.add_argument("--min-batch", type=int, default=1, help="smallest batch of the profile (default 1)")
+    parser.add_argument("--opt-batch", type=int, default=1, help="batch TensorRT tunes for (default 1)")
+    parser.add_argument(
+        "--max-batch", type=int, default=MAX_BATCH_SIZE, help=f"largest batch of the profile (default {MAX_BATCH_SIZE})"
+    )
+    parser.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace in MiB (default 4096)")
     return parser
 
 

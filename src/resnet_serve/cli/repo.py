@@ -55,10 +55,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
         choices=["bundled", "ngc"],
         default="bundled",
         help="bundled: the PyPI tritonserver (classifier on the Python backend); ngc: NVIDIA's tritonserver image "
-        "(native onnxruntime backend, or tensorrt_plan with --plan)",
+        "(native onnxruntime backend, or tensorrt_plan with --plan); default bundled",
     )
     parser.add_argument(
-        "--profile", choices=sorted(PROFILES), default="ours", help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
+        "--profile",
+        choices=sorted(PROFILES),
+        default="ours",
+        help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()) + " (default ours)",
     )
     parser.add_argument(
         "--classifier",

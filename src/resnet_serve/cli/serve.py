@@ -28,23 +28,25 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--public", action="store_true", help="listen on all interfaces (0.0.0.0), with a warning")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP/REST port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port (default 8001)")
     parser.add_argument(
         "--metrics-port",
         type=int,
         default=8002,
-        help="GET-only port for probes and Prometheus: /v2/health/live, /v2/health/ready (the ensemble), /metrics",
+        help="GET-only port for probes and Prometheus: /v2/health/live, /v2/health/ready (every model), /metrics "
+        "(default 8002)",
     )
     parser.add_argument(
         "--public-http",
         action="store_true",
         help="Triton's HTTP on --host too (default: 127.0.0.1 only; single requests crash Triton 2.51's HTTP)",
     )
-    parser.add_argument("--log-file", default=str(DEFAULT_WORKDIR / "tritonserver.log"))
-    parser.add_argument("--log-verbose", type=int, default=0)
+    log = DEFAULT_WORKDIR / "tritonserver.log"
+    parser.add_argument("--log-file", default=str(log), help=f"where tritonserver's log goes (default {log})")
+    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver's --log-verbose level (default 0)")
     parser.add_argument(
-        "--timeout", type=float, default=START_TIMEOUT_S, help=f"seconds to wait for readiness ({START_TIMEOUT_S:.0f})"
+        "--timeout", type=float, default=START_TIMEOUT_S, help=f"readiness wait in s (default {START_TIMEOUT_S:.0f})"
     )
     parser.add_argument(
         "--model-control-key",
