@@ -10,20 +10,21 @@ from resnet_serve.openvino_classifier import PrecisionError, check_precision_nam
 from resnet_serve.runtimes.base import Runtime, set_parameters
 
 
-def file_precision(requested: str) -> str:
-    """fp32 for ``auto``; bf16 refused (ONNX Runtime has no fast bf16 on the CPU)."""
-    check_precision_name(requested)
-    if requested == "bf16":
-        raise PrecisionError("ONNX Runtime has no fast bf16 on the CPU: use --runtime openvino for bf16")
-    return "fp32" if requested == "auto" else requested
+@dataclass(frozen=True)
+class OnnxRuntime(Runtime):
+    """What both ONNX Runtime classifiers share: the model file's precision."""
+
+    def precision(self, requested: str) -> str:
+        """fp32 for ``auto``; bf16 refused (ONNX Runtime has no fast bf16 on the CPU)."""
+        check_precision_name(requested)
+        if requested == "bf16":
+            raise PrecisionError("ONNX Runtime has no fast bf16 on the CPU: use --runtime openvino for bf16")
+        return "fp32" if requested == "auto" else requested
 
 
 @dataclass(frozen=True)
-class OrtPython(Runtime):
+class OrtPython(OnnxRuntime):
     """The requests of one execution run together, at most ``max_run_batch`` images per call."""
-
-    def precision(self, requested: str) -> str:
-        return file_precision(requested)
 
     def configure(self, config, spec) -> None:
         from tritonclient.grpc import model_config_pb2 as mc
@@ -42,10 +43,7 @@ class OrtPython(Runtime):
 
 
 @dataclass(frozen=True)
-class OrtNative(Runtime):
-    def precision(self, requested: str) -> str:
-        return file_precision(requested)
-
+class OrtNative(OnnxRuntime):
     def configure(self, config, spec) -> None:
         from tritonclient.grpc import model_config_pb2 as mc
 

@@ -25,11 +25,16 @@ def _kind_cpu(config, count: int) -> None:
 
 
 @dataclass(frozen=True)
-class OpenVinoPython(Runtime):
-    """One compiled model for every batch size, LATENCY hint, threads = the cores it may use."""
+class OpenVino(Runtime):
+    """What both OpenVINO classifiers share: an ONNX file or an IR pair in the version directory."""
 
     def files(self, model_file: Path) -> list[tuple[Path, str]]:
         return model_files(Path(model_file))
+
+
+@dataclass(frozen=True)
+class OpenVinoPython(OpenVino):
+    """One compiled model for every batch size, LATENCY hint, threads = the cores it may use."""
 
     def precision(self, requested: str) -> str:
         """Resolved now, for this machine's CPU (the one expected to serve), so the repository records it."""
@@ -47,11 +52,8 @@ class OpenVinoPython(Runtime):
 
 
 @dataclass(frozen=True)
-class OpenVinoNative(Runtime):
+class OpenVinoNative(OpenVino):
     """Triton's openvino backend: one stream, LATENCY hint (as ours), bf16 when asked."""
-
-    def files(self, model_file: Path) -> list[tuple[Path, str]]:
-        return model_files(Path(model_file))
 
     def precision(self, requested: str) -> str:
         """It can ask for bf16 but not forbid it: ``auto`` stays OpenVINO's own choice, fp32 is refused."""
