@@ -3,7 +3,8 @@
     bash benchmarks/gpu.sh            # on the lent GPU machine; writes JSON, PNG and logs under $OUT
 
 Steps (each printed as it goes; a short table at the end):
-1. fixed-seed random ResNet-50 -> build/gpu/resnet50.pt and .onnx (speed does not depend on weights)
+1. fixed-seed random --arch (ResNet-50 by default) -> build/gpu/<arch>.pt, .onnx and its model card (speed
+   does not depend on weights)
 2. classifier-only ceiling at batch 256: torch fp32 eager, fp16 channels_last eager, fp16 CUDA graph
    (and with --compile, fp16 torch.compile max-autotune with Inductor freezing, and its compile time)
 3. GPU decode + resize/crop/normalize ceiling (GpuPreprocessor) on 500x375 JPEGs at batch 256 and
@@ -34,6 +35,7 @@ import torch
 from PIL import Image
 
 from resnet_serve import bench
+from resnet_serve.model_card import ModelCard
 from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.preprocess_gpu import GpuPreprocessor
 from resnet_serve.repository import RepositorySpec
@@ -58,14 +60,19 @@ def timed(function, repeat: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def classifier_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
+def load_model(weights: Path, card: ModelCard, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return load_state_dict_model(str(weights), device, dtype, card.arch, card.num_classes)
+
+
+def classifier_ceiling(weights: Path, card: ModelCard, batch: int = 256) -> dict[str, float]:
     device = torch.device("cuda")
-    inputs = torch.randn(batch, 3, 224, 224, device=device)
+    inputs = torch.randn(batch, 3, card.input_size, card.input_size, device=device)
     results = {}
     for name, dtype, graphs in (("fp32 eager", torch.float32, False), ("fp16 eager", torch.float16, False),
                                 ("fp16 cuda graph", torch.float16, True)):  # fmt: skip
-        model = load_state_dict_model(str(weights), device, dtype)
-        classifier = GraphedClassifier(model, device, dtype, buckets=(batch,), use_graphs=graphs)
+        model = load_model(weights, card, device, dtype)
+        classifier = GraphedClassifier(model, device, dtype, buckets=(batch,), use_graphs=graphs,
+                                       input_size=card.input_size)  # fmt: skip
         seconds = timed(lambda c=classifier: c(inputs), 20)
         results[name] = batch / seconds
         print(f"classifier {name:<16} batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
@@ -74,7 +81,7 @@ def classifier_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
     return results
 
 
-def compiled_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
+def compiled_ceiling(weights: Path, card: ModelCard, batch: int = 256) -> dict[str, float]:
     """Issue 16's option: ``torch.compile`` (max-autotune, Inductor freezing) against the CUDA-graph
     path at ``batch``, and what compiling costs at load (one batch size; served buckets would each
     compile)."""
@@ -82,8 +89,9 @@ def compiled_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
 
     inductor.freezing = True
     device = torch.device("cuda")
-    model = load_state_dict_model(str(weights), device, torch.float16)
-    inputs = torch.randn(batch, 3, 224, 224, device=device).half().contiguous(memory_format=torch.channels_last)
+    model = load_model(weights, card, device, torch.float16)
+    size = card.input_size
+    inputs = torch.randn(batch, 3, size, size, device=device).half().contiguous(memory_format=torch.channels_last)
     compiled = torch.compile(model, mode="max-autotune")
     with torch.inference_mode():
         start = time.perf_counter()
@@ -96,8 +104,8 @@ def compiled_ceiling(weights: Path, batch: int = 256) -> dict[str, float]:
     return {"img_per_s": batch / seconds, "compile_s": compile_s}
 
 
-def decode_ceiling(images: list[bytes], batch: int = 256) -> float:
-    preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions())
+def decode_ceiling(images: list[bytes], options: PreprocessOptions, batch: int = 256) -> float:
+    preprocess = GpuPreprocessor("cuda", torch.float16, options)
     group = [images[k % len(images)] for k in range(batch)]
     seconds = timed(lambda: preprocess(group), 10)
     width, height = Image.open(io.BytesIO(images[0])).size
@@ -153,11 +161,12 @@ def preprocess_processes(images: list[bytes], batch: int, processes: int, decode
     return total
 
 
-def per_call_costs(weights: Path, images: list[bytes]) -> dict[str, dict[int, float]]:
+def per_call_costs(weights: Path, card: ModelCard, images: list[bytes]) -> dict[str, dict[int, float]]:
     """Milliseconds per call at small batches: the fixed cost a served execution pays."""
     device = torch.device("cuda")
-    preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions())
-    classifier = GraphedClassifier(load_state_dict_model(str(weights), device, torch.float16), device, torch.float16)
+    preprocess = GpuPreprocessor("cuda", torch.float16, PreprocessOptions(**card.preprocess_fields()))
+    model = load_model(weights, card, device, torch.float16)
+    classifier = GraphedClassifier(model, device, torch.float16, input_size=card.input_size)
     costs: dict[str, dict[int, float]] = {"preprocess": {}, "classifier": {}}
     for batch in (1, 8, 32, 128):
         group = [images[k % len(images)] for k in range(batch)]
@@ -232,18 +241,19 @@ def main() -> None:
     parser.add_argument("--instances", default="1,2,3", help="fused-<n>inst runs: instances per GPU to compare")
     parser.add_argument("--preprocess-processes", type=int, default=8, help="preprocessors at once on GPU 0 (0: none)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile's classifier")
+    parser.add_argument("--arch", default="resnet50", help="torchvision classifier to serve (default resnet50)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = ROOT / "build" / "gpu"
     work.mkdir(parents=True, exist_ok=True)
 
-    from resnet_serve.export import export_onnx
-    from resnet_serve.weights import random_resnet50
+    from resnet_serve.build import export_checked
+    from resnet_serve.weights import random_model
 
-    model = random_resnet50().model
-    weights = work / "resnet50.pt"
-    torch.save(model.state_dict(), weights)
-    onnx = export_onnx(model, work / "resnet50.onnx")
+    loaded = random_model(args.arch)
+    onnx, card = work / f"{args.arch}.onnx", loaded.card
+    export_checked(loaded, onnx, [], opset=18)  # its .pt and model card beside it: the repository reads them
+    weights = onnx.with_suffix(".pt")
 
     import subprocess
     import sys
@@ -255,12 +265,14 @@ def main() -> None:
 
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "mps": mps_running()}
     print(f"{report['device']}; CUDA MPS daemon running: {report['mps']}", flush=True)
-    report["classifier_img_per_s"] = classifier_ceiling(weights)
-    report["nvjpeg_preprocess_img_per_s"] = decode_ceiling([small])
-    report["nvjpeg_preprocess_mug_img_per_s"] = decode_ceiling([mug], batch=64)
-    report["per_call_ms"] = per_call_costs(weights, [small])
+    report["arch"] = card.summary()
+    options = PreprocessOptions(**card.preprocess_fields())
+    report["classifier_img_per_s"] = classifier_ceiling(weights, card)
+    report["nvjpeg_preprocess_img_per_s"] = decode_ceiling([small], options)
+    report["nvjpeg_preprocess_mug_img_per_s"] = decode_ceiling([mug], options, batch=64)
+    report["per_call_ms"] = per_call_costs(weights, card, [small])
     if args.compile:
-        report["torch_compile"] = compiled_ceiling(weights)
+        report["torch_compile"] = compiled_ceiling(weights, card)
     many = args.preprocess_processes
     cases = [("500x375", [small], 256, 1, "auto"), ("500x375", [small], 256, many, "auto"),
              ("500x375", [small], 256, many, "nvimgcodec"),  # auto takes nvImageCodec for the photos
@@ -326,7 +338,7 @@ def main() -> None:
         print(bench.table([p for p in points if p.setup == name]), flush=True)
         print(f"{name}: mean GPU utilization {busy[name]} %, the server's GPU memory {sampled.memory} GiB", flush=True)
     (args.out / "gpu-sweep.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
-    bench.plot(points, args.out / "gpu-sweep.png", "ResNet-50 ensemble on GPU (500x375 JPEG)")
+    bench.plot(points, args.out / "gpu-sweep.png", f"{args.arch} ensemble on GPU (500x375 JPEG)")
     print(bench.table(points))
     print(bench.ratios(points, "seed-gpu"))
     gpus_of = {name: len(overrides["gpus"].split(",")) for name, _, _, _, overrides in runs}
