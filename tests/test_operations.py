@@ -110,12 +110,13 @@ def test_sigterm_drains_in_flight_requests_and_leaves_nothing_running(repository
     assert not [pid for pid in server_processes if Path(f"/proc/{pid}").exists()]
 
 
-def test_soak_script_short_run(repository, tmp_path):
-    out = tmp_path / "soak.json"
+def test_soak_script_short_run(repository, mug_jpeg, tmp_path):
+    out, photo = tmp_path / "soak.json", tmp_path / "mug.jpg"
+    photo.write_bytes(mug_jpeg)  # the example's photo, or the tests' stand-in where it is absent
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--repository", str(repository),
          "--minutes", "1", "--window", "10", "--concurrency", "4", "--max-growth", "0.10",
-         "--json", str(out), "--image", os.environ.get("RESNET_SERVE_TEST_DATA", str(ROOT.parent / "shared/data"))],
+         "--json", str(out), "--image", str(photo)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
