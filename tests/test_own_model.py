@@ -198,11 +198,16 @@ def test_served_logits_equal_torchvision_for_each_architecture(arch, images, tmp
         client.close()
     expected = torchvision_logits(arch, loaded.model, sent)
     # Relative to the logits' own scale: randomly initialised EfficientNets and MobileNets give logits
-    # of 1e-14 to 1e-6 (ResNet-50 ~60), so an absolute bound would hold whatever was served. 1e-3 is
-    # test_server.py's bound on ResNet-50 (5e-3 of ~60 is 1e-4) with room for deeper networks: one
-    # grey level rounded on <= 0.5% of the preprocessed values, and the runtimes sum in other orders.
+    # of 1e-14 to 1e-6 (ResNet-50 ~60), so an absolute bound would hold whatever was served. The gap is
+    # our preprocessing's one-grey-level roundings (<= 0.0175 normalized, as test_preprocess.py bounds),
+    # which these networks carry into the logits; measured in process with torch on both sides (no
+    # server), largest relative difference on these seven inputs, from the example's photo / from the
+    # tests' synthetic one: convnext_tiny 7.6e-4 / 1.45e-3, efficientnet_b0 1.5e-4 / 2.7e-4,
+    # mobilenet_v3_large 1.4e-4 / 2.0e-4, resnet50 3.7e-5 / 3.7e-5. What the bound must catch, same
+    # measurement: the other filter (bilinear for bicubic or back) 8.3e-3 to 9.4e-3, another resize
+    # (256 for 236) 0.22 to 0.34. The runtimes' own differences (~1e-5) are below all of these.
     relative = np.abs(served - expected).max() / np.abs(expected).max()
-    assert relative < 1e-3, relative
+    assert relative < 3e-3, relative
     assert np.array_equal(served.argmax(1), expected.argmax(1))
 
 
