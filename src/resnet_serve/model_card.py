@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -173,11 +173,6 @@ def imagenet_card(weights: str = "") -> ModelCard:
 def card_for(model_file: Path | str) -> ModelCard:
     """The card beside ``model_file``, else the seed's ImageNet ResNet-50."""
     return read_card(model_file) or imagenet_card(weights=f"unrecorded ({Path(model_file).name} has no card)")
-
-
-def with_labels(card: ModelCard, names: Sequence[str]) -> ModelCard:
-    """``card`` with these labels (their count must be its number of classes)."""
-    return replace(card, labels=tuple(names))
 
 
 def file_sha256(path: Path | str) -> str:
