@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,6 @@ class TritonClassifier:
         if protocol == "http":
             options["network_timeout"] = timeout_s
         self._client = triton.InferenceServerClient(self.url, **options)
-        self._num_classes: int | None = None
 
     def _infer(self, images: Sequence[bytes], class_count: int = 0) -> np.ndarray:
         output = self._triton.InferRequestedOutput(ENSEMBLE_OUTPUT, class_count=class_count)
@@ -202,24 +202,25 @@ class TritonClassifier:
         """FP32 [N, classes] logits for N encoded images, sent as one request."""
         return self._infer(images)
 
-    def num_classes(self) -> int:
-        """The classes of the served model, from its metadata (output shape [-1, classes]); asked once."""
-        if self._num_classes is None:
-            self._num_classes = self._metadata_classes()
-        return self._num_classes
+    @cached_property
+    def _served(self) -> tuple[int, int]:
+        """(max batch size, classes) of the served model, from its config (one request, once)."""
+        from google.protobuf import json_format
 
-    def max_batch_size(self) -> int:
-        """The most images the served model takes in one request (its config's max_batch_size; 0: no batching)."""
         headers = self.connection.headers or None
         config = self._client.get_model_config(self.model, headers=headers)
-        return int(config["max_batch_size"] if isinstance(config, dict) else config.config.max_batch_size)
+        if not isinstance(config, dict):  # gRPC: a ModelConfigResponse; HTTP already gives the config as JSON
+            config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
+        output = next(o for o in config["output"] if o["name"] == ENSEMBLE_OUTPUT)
+        return int(config.get("max_batch_size", 0)), int(output["dims"][-1])
 
-    def _metadata_classes(self) -> int:
-        headers = self.connection.headers or None
-        metadata = self._client.get_model_metadata(self.model, headers=headers)
-        outputs = metadata["outputs"] if isinstance(metadata, dict) else metadata.outputs
-        output = next(o for o in outputs if (o["name"] if isinstance(o, dict) else o.name) == ENSEMBLE_OUTPUT)
-        return int((output["shape"] if isinstance(output, dict) else output.shape)[-1])
+    def num_classes(self) -> int:
+        """The classes of the served model (its output's dims)."""
+        return self._served[1]
+
+    def max_batch_size(self) -> int:
+        """The most images the served model takes in one request (0: it does not batch)."""
+        return self._served[0]
 
     def labelled_logits(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
         """FP32 [N, classes] logits and the labels the server holds for the classes, in one request
@@ -228,7 +229,7 @@ class TritonClassifier:
 
     def classify(self, images: Sequence[bytes], k: int = 5) -> tuple[list[list[Prediction]], float]:
         """Top-``k`` predictions per image, labelled by the server, and the latency in milliseconds."""
-        self.num_classes()  # the metadata, asked before the clock starts
+        self.num_classes()  # the model's config, asked before the clock starts
         start = time.perf_counter()
         logits, names = self.labelled_logits(images)
         return top_k(logits, names, k), (time.perf_counter() - start) * 1000.0
@@ -239,7 +240,7 @@ class TritonClassifier:
         so the others' answers are kept. Returns the results, the total latency in ms and the requests sent."""
         from tritonclient.utils import InferenceServerException
 
-        self.num_classes()  # the server's metadata first: an unreachable server fails here, once
+        self.num_classes()  # the model's config first: an unreachable server fails here, once
         size = max(1, self.max_batch_size())
         results: list[list[Prediction] | str] = []
         latency_ms, requests = 0.0, 0

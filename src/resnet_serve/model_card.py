@@ -16,13 +16,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from resnet_serve.contract import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, RESIZE_SIZE, labels
 from resnet_serve.errors import ResnetServeError
 
-Interpolation = Literal["bilinear", "bicubic"]
-INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
+Interpolation = Literal["bilinear", "bicubic"]  # the resize filters torchvision's weights use
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 DEFAULT_ARCH = "resnet50"
 FOREIGN_ARCH = "onnx"  # a model exported elsewhere: its card says how to feed it, not how to build it
 MODEL_SUFFIXES = (".onnx", ".xml", ".pt", ".pth", ".plan")

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
 from resnet_serve.image_checks import ImageError, ImageInfo, check_pixels, inspect_image
+from resnet_serve.model_card import Interpolation
 from resnet_serve.options import from_parameters, option, to_parameters
 
 EXIF_ORIENTATION = 0x0112
@@ -39,7 +39,7 @@ class PreprocessOptions:
     # How the model is fed (its card's values, written by the repository writer; no CLI option).
     resize: int = RESIZE_SIZE  # must be >= crop
     crop: int = IMAGE_SIZE
-    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    interpolation: Interpolation = "bilinear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     max_image_bytes: int = option(64 * 1024 * 1024, "largest encoded image accepted, in bytes")

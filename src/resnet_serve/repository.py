@@ -285,13 +285,18 @@ def _model_source(name: str) -> str:
     return resources.files("resnet_serve.triton_models").joinpath(f"{name}.py").read_text()
 
 
+def _other_models(root: Path, name: str) -> dict[str, str]:
+    """The directories of the models other than ``name`` that resnet-serve wrote in ``root``, and whose each is."""
+    return {directory: other for other, entry in read_markers(root).items() if other != name
+            for directory in entry.get("directories", [])}  # fmt: skip
+
+
 def prepare_directory(root: Path, name: str = ENSEMBLE_NAME) -> None:
     """Make ``root`` ready to hold model ``name``: remove everything but the other models resnet-serve
     wrote there (and its marker); refuse a non-empty directory we did not write."""
     if root.exists() and any(root.iterdir()) and not (root / MARKER_FILE).exists():
         raise RepositoryError(f"{root} is not empty and was not written by resnet-serve; choose another directory")
-    kept = {directory for other, entry in read_markers(root).items() if other != name
-            for directory in entry.get("directories", [])}  # fmt: skip
+    kept = _other_models(root, name)
     if root.exists():
         for child in root.iterdir():
             if child.name in kept or child.name == MARKER_FILE:
@@ -305,9 +310,10 @@ def prepare_directory(root: Path, name: str = ENSEMBLE_NAME) -> None:
 
 def _check_free(root: Path, spec: RepositorySpec, directories: Sequence[str]) -> None:
     """Refuse a model whose directories another model of the repository already has."""
-    for other, entry in read_markers(root).items():
-        if other != spec.name and (taken := set(directories) & set(entry.get("directories", []))):
-            raise RepositoryError(f"model {other} in {root} already has {sorted(taken)[0]}: choose another --name")
+    taken = _other_models(root, spec.name)
+    for directory in directories:
+        if directory in taken:
+            raise RepositoryError(f"model {taken[directory]} in {root} already has {directory}: choose another --name")
 
 
 def _write_model(root: Path, config: mc.ModelConfig, source: str | None = None, labels: Sequence[str] = ()) -> Path:
