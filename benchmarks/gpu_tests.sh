@@ -4,6 +4,9 @@
 #   bash benchmarks/gpu_tests.sh [PYTEST -k EXPRESSION]     (its output also goes to $OUT/test_gpu.txt)
 set -u
 mkdir -p /tmp/triton && tar xzf .whl/triton.tgz -C /tmp/triton && . /tmp/triton/env.sh
+# serve's HTTP front needs aiohttp; where the machine lacks it, its wheels travel in .whl/aio (pip download
+# aiohttp --python-version 3.12 --only-binary=:all: -d .whl/aio), installed without an index.
+python3 -c 'import aiohttp' 2>/dev/null || python3 -m pip install -q --no-index --find-links .whl/aio aiohttp
 site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
 echo "$PWD/src" > "$site/resnet_serve_src.pth"
 export RESNET_SERVE_TEST_DATA=$PWD/.whl/data PYTHONUNBUFFERED=1

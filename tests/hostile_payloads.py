@@ -230,3 +230,58 @@ def odd_exif(photo: Image.Image) -> list[tuple[str, bytes]]:
         "not TIFF": b"Exif\x00\x00garbage!",
     }
     return [(name, encode(small, "JPEG", quality=90, exif=block)) for name, block in blocks.items()]
+
+
+# --- issue 28: images that once cost far more than their bytes, or were answered from invented pixels ---
+
+
+def webp_nested(inner_webp: bytes, depth: int = 3_000, width: int = 16_385) -> bytes:
+    """``inner_webp``'s chunks wrapped in ``depth`` ANMF frames, each inside the last (the deepest declaring
+    ``width`` x 16): deeper than Python's recursion limit."""
+    inner = inner_webp[12:]
+    for _ in range(depth):
+        size = b"\0" * 6 + (width - 1).to_bytes(3, "little") + (15).to_bytes(3, "little")
+        body = size + b"\0" * 3 + b"\0" + inner  # x, y, width-1, height-1, duration, flags
+        inner = b"ANMF" + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+    return b"RIFF" + struct.pack("<I", 4 + len(inner)) + b"WEBP" + inner
+
+
+def rle_bmp(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A run-length (RLE8) BMP of a few dozen bytes declaring ``width`` x ``height``: one pixel, then end of line."""
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, 50, 0, 0, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40 + 50, 0, 0, 54) + header + b"\x01\x00\x00\x00" * 12 + b"\x00\x01"
+
+
+def arithmetic_jpeg(jpeg: bytes) -> bytes:
+    """``jpeg`` (baseline) with its frame header marked arithmetic-coded (SOF9)."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 1] + b"\xc9" + jpeg[sof + 2 :]
+
+
+def jpeg_of_comments(jpeg: bytes, count: int = 200_000) -> bytes:
+    """``jpeg`` with ``count`` empty comment segments after its SOI."""
+    return jpeg[:2] + b"\xff\xfe\x00\x02" * count + jpeg[2:]
+
+
+def jpeg_cut_and_closed(jpeg: bytes, kept: float) -> bytes:
+    """``jpeg`` with only ``kept`` of its scan data, then EOI: a decoder would fill the rest."""
+    scan = jpeg.index(b"\xff\xda")
+    return jpeg[: scan + int((len(jpeg) - scan) * kept)] + b"\xff\xd9"
+
+
+def png_short_rows(width: int = 200, height: int = 100) -> bytes:
+    """A well-formed RGB PNG whose complete zlib stream holds only its first tenth of rows (noise)."""
+    noise = np.random.default_rng(0).integers(0, 256, (height // 10, 3 * width), np.uint8)
+    return png_declaring(width, height, idat=zlib.compress(b"".join(b"\x00" + row.tobytes() for row in noise)))
+
+
+def issue_28_refused(bases: dict[str, bytes]) -> list[Payload]:
+    """Issue 28's hostile images, each refused (by the checks before decoding, or by the decoder)."""
+    return [
+        Payload("WebP frames nested 3,000 deep", webp_nested(bases["webp"]), True),
+        Payload("run-length BMP", rle_bmp(), True),
+        Payload("arithmetic-coded JPEG", arithmetic_jpeg(bases["jpeg"]), True),
+        Payload("JPEG of 200,000 empty comments", jpeg_of_comments(bases["jpeg"]), True),
+        Payload("PNG stream of a tenth of its rows", png_short_rows(), True),
+        Payload("JPEG scan cut to 2% and closed", jpeg_cut_and_closed(bases["jpeg"], 0.02), True),
+    ]

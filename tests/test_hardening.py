@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -75,13 +76,14 @@ def own_regions() -> set[str]:
 # --- which addresses and APIs are open: the command line (no server needed) ---
 
 
-def test_a_public_host_opens_grpc_and_keeps_http_and_metrics_on_loopback(tmp_path):
+def test_tritonserver_runs_without_http_and_a_public_host_keeps_the_front_and_metrics_on_loopback(tmp_path):
     command = ServerSettings(repository=tmp_path, host="0.0.0.0").command(BINARY)
-    assert flag("--grpc-address", command) == "0.0.0.0"
-    assert flag("--http-address", command) == flag("--metrics-address", command) == "127.0.0.1"
-    opted_in = ServerSettings(repository=tmp_path, host="0.0.0.0", public_http=True).command(BINARY)
-    assert flag("--http-address", opted_in) == "0.0.0.0" and flag("--metrics-address", opted_in) == "127.0.0.1"
-    assert flag("--http-address", ServerSettings(repository=tmp_path, host="::1").command(BINARY)) == "::1"
+    assert flag("--grpc-address", command) == "0.0.0.0" and flag("--allow-http", command) == "false"
+    assert flag("--reuse-grpc-port", command) == "false" and not any(arg.startswith("--http-") for arg in command)
+    assert flag("--metrics-address", command) == "127.0.0.1"
+    assert ServerSettings(repository=tmp_path, host="0.0.0.0").http_host == "127.0.0.1"
+    assert ServerSettings(repository=tmp_path, host="0.0.0.0", public_http=True).http_host == "0.0.0.0"
+    assert ServerSettings(repository=tmp_path, host="::1").http_host == "::1"
 
 
 def test_admin_apis_are_behind_a_key_that_is_private_unless_the_user_gives_one(tmp_path):
@@ -89,13 +91,12 @@ def test_admin_apis_are_behind_a_key_that_is_private_unless_the_user_gives_one(t
         ServerSettings(repository=tmp_path).command(BINARY),
         ServerSettings(repository=tmp_path).command(BINARY),
     )
-    restriction = flag("--http-restricted-api", first)
+    restriction = flag("--grpc-restricted-protocol", first)
     assert restriction.startswith("model-repository,shared-memory,logging,trace:resnet-serve-admin=")
-    assert flag("--grpc-restricted-protocol", first) == restriction
-    assert restriction != flag("--http-restricted-api", second)  # random per server
+    assert restriction != flag("--grpc-restricted-protocol", second)  # random per server
     assert flag("--model-control-mode", first) == "explicit" and flag("--load-model", first) == "*"
     keyed = ServerSettings(repository=tmp_path, model_control_key="Admin-Key=s3cret").command(BINARY)
-    assert flag("--http-restricted-api", keyed) == "model-repository,shared-memory,logging,trace:admin-key=s3cret"
+    assert flag("--grpc-restricted-protocol", keyed) == "model-repository,shared-memory,logging,trace:admin-key=s3cret"
 
 
 def test_backoff_waits_longer_each_time_up_to_a_cap_and_starts_over_after_a_quiet_spell():
@@ -144,8 +145,8 @@ def test_admin_apis_refuse_requests_without_the_key_on_both_protocols(server, im
         ("/v2/repository/index", b"{}"),
         (f"/v2/repository/models/{ENSEMBLE_NAME}/unload", b"{}"),
     ]:
-        status, answer = http(url, path, body)
-        assert status == 403 and b"restricted" in answer, (path, status, answer)
+        status, answer = http(url, path, body)  # serve's HTTP front has no admin API at all
+        assert status == 404 and b"admin APIs: gRPC" in answer, (path, status, answer)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     for call in [
         lambda: client.register_system_shared_memory("pb", "/" + stub_region, 1 << 20),
@@ -198,10 +199,13 @@ HTTP_CRASHES = {
 def test_triton_http_dies_of_one_request_and_its_stop_removes_its_shared_memory(repository, tmp_path, payload):
     port, path, body, content_type = HTTP_CRASHES[payload]
     baseline = own_regions()
-    server = TritonServer(ServerSettings.on_free_ports(repository), log_path=tmp_path / "log").start()
+    triton_http = free_port()  # Triton's own HTTP, which serve never opens, opened here to show why
+    opened = ["--allow-http=true", "--http-address=127.0.0.1", f"--http-port={triton_http}"]
+    settings = ServerSettings.on_free_ports(repository, extra_args=opened)
+    server = TritonServer(settings, log_path=tmp_path / "log").start()
     try:
         assert shm.regions(server.shm_prefix)
-        url = f"http://{server.http_url}" if port == "http" else server.metrics_url.removesuffix("/metrics")
+        url = f"http://127.0.0.1:{triton_http}" if port == "http" else server.metrics_url.removesuffix("/metrics")
         if port == "metrics":  # it may open after the server reports ready (a refused request: no crash)
             wait_for(lambda: http(url, "/metrics")[0] == 200, timeout=30)
         answer = http(url, path, body, {"Content-Type": content_type})
@@ -235,9 +239,11 @@ def test_status_front_answers_probes_and_metrics_and_never_reads_a_body(server):
         assert http(front.url, LIVE_PATH)[0] == 200
 
 
-def launch_serve(repository: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, dict[str, int]]:
-    """`resnet-serve serve` on free ports, just launched."""
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+def launch_serve(
+    repository: Path, tmp_path: Path, *args: str, ports: dict[str, int] | None = None
+) -> tuple[subprocess.Popen, dict[str, int]]:
+    """`resnet-serve serve` on ``ports`` (default: free ones), just launched."""
+    ports = ports or {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     serve = subprocess.Popen(
         [sys.executable, "-m", "resnet_serve.cli", "serve", "--repository", str(repository),
          *(f"--{name}-port={port}" for name, port in ports.items()), "--log-file", str(tmp_path / "log"), *args],
@@ -246,9 +252,12 @@ def launch_serve(repository: Path, tmp_path: Path, *args: str) -> tuple[subproce
     return serve, ports
 
 
-def start_serve(repository: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, dict[str, int]]:
-    """`resnet-serve serve` on free ports, once its status front says ready and SIGTERM means drain."""
-    serve, ports = launch_serve(repository, tmp_path, *args)
+def start_serve(
+    repository: Path, tmp_path: Path, *args: str, ports: dict[str, int] | None = None
+) -> tuple[subprocess.Popen, dict[str, int]]:
+    """`resnet-serve serve` on ``ports`` (default: free ones), once its status front says ready and
+    SIGTERM means drain."""
+    serve, ports = launch_serve(repository, tmp_path, *args, ports=ports)
     wait_for(lambda: serve.poll() is not None or http(f"http://127.0.0.1:{ports['metrics']}", READY_PATH)[0] == 200)
     assert serve.poll() is None, serve.stderr.read()
     while "Ctrl-C stops it" not in serve.stderr.readline():  # printed once SIGTERM means drain and stop
@@ -257,7 +266,7 @@ def start_serve(repository: Path, tmp_path: Path, *args: str) -> tuple[subproces
 
 
 def stop_serve(serve: subprocess.Popen) -> None:
-    """SIGTERM (serve then stops tritonserver: a SIGKILL would leave it running), SIGKILL if it hangs."""
+    """SIGTERM (serve drains, then stops tritonserver), SIGKILL if it hangs."""
     if serve.poll() is None:
         serve.terminate()
         try:
@@ -276,16 +285,18 @@ def grpc_health(url: str) -> bytes:
 @pytest.mark.server
 def test_readiness_follows_the_ensemble_where_tritons_own_does_not(repository, tmp_path):
     serve, ports = start_serve(repository, tmp_path, "--model-control-key", "admin-key=s3cret")
-    front, triton = f"http://127.0.0.1:{ports['metrics']}", f"http://127.0.0.1:{ports['http']}"
-    key = {"admin-key": "s3cret"}
+    front, served_http = f"http://127.0.0.1:{ports['metrics']}", f"http://127.0.0.1:{ports['http']}"
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+    key = {"triton-grpc-protocol-admin-key": "s3cret"}  # Triton's prefix for gRPC metadata
     try:
-        assert http(triton, f"/v2/repository/models/{ENSEMBLE_NAME}/unload", b"{}", key)[0] == 200
-        wait_for(lambda: http(triton, f"{MODEL_PATH}/ready")[0] != 200)
+        client.unload_model(ENSEMBLE_NAME, headers=key)
+        wait_for(lambda: http(served_http, f"{MODEL_PATH}/ready")[0] != 200)
         assert http(front, READY_PATH)[0] == 503
-        # Triton's own answers (HTTP and gRPC health checking) still say ready: probes must not use them.
-        assert http(triton, READY_PATH)[0] == 200 and grpc_health(f"127.0.0.1:{ports['grpc']}") == b"\x08\x01"
+        # Triton's server readiness (relayed on HTTP, and gRPC health checking) still says ready: probes must
+        # not use it.
+        assert http(served_http, READY_PATH)[0] == 200 and grpc_health(f"127.0.0.1:{ports['grpc']}") == b"\x08\x01"
         assert http(front, LIVE_PATH)[0] == 200
-        assert http(triton, f"/v2/repository/models/{ENSEMBLE_NAME}/load", b"{}", key)[0] == 200
+        client.load_model(ENSEMBLE_NAME, headers=key)
         assert http(front, READY_PATH)[0] == 200
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
@@ -310,6 +321,28 @@ def test_sigterm_while_the_server_starts_leaves_nothing_running(repository, tmp_
 
 def own_regions_of(pid: int) -> list[Path]:
     return shm.regions(f"resnet_serve_{pid}_")
+
+
+@pytest.mark.server
+def test_a_sigkilled_serve_leaves_nothing_running_and_its_ports_free_for_the_next(repository, tmp_path):
+    serve, ports = start_serve(repository, tmp_path)
+    children = Path(f"/proc/{serve.pid}/task/{serve.pid}/children").read_text().split()  # tritonserver, the front
+    assert len(children) == 2 and own_regions_of(serve.pid)
+    serve.kill()  # as the OOM killer does: serve cleans up nothing itself
+    serve.wait()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=30)
+    wait_for(lambda: not own_regions_of(serve.pid), timeout=30)  # tritonserver's own stop removed them
+    again, _ = start_serve(repository, tmp_path, ports=ports)  # ready on the same ports
+    stop_serve(again)
+    assert again.returncode == 0
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = taken.getsockname()[1]
+        refused, _ = launch_serve(repository, tmp_path, f"--grpc-port={port}")
+        assert refused.wait(60) == 1
+        assert f"gRPC port {port} on 127.0.0.1 is in use" in refused.stderr.read()
+    finally:
+        taken.close()
 
 
 # --- recovery: for ever, with backoff; only what died; no shared memory left ---
@@ -392,9 +425,23 @@ def test_a_dead_stub_reloads_its_model_alone_and_a_failed_reload_restarts_the_se
         server.settings.admin_key = "admin-key=not-the-servers"  # the reload's unload is refused now
         os.kill(stub_of(server, "preprocess")[0], signal.SIGKILL)
         supervised.wait_said("tritonserver restarted and ready")
-        assert any("reloading preprocess failed (POST" in line and "403" in line for line in supervised.said)
+        failed = [line for line in supervised.said if "reloading preprocess failed (unload preprocess:" in line]
+        assert failed and "restricted" in failed[0], supervised.said
         assert server.process is not process
         with TritonClassifier(server.grpc_url) as client:
             np.testing.assert_array_equal(client.logits([images["mug_tiny.jpg"]]), before)
     finally:
         supervised.close()
+
+
+def test_a_start_removes_the_regions_of_dead_processes_of_this_project_and_only_those(tmp_path):
+    names = {
+        f"resnet_serve_{os.getpid()}_0123abcd_x": True,  # this live process's: kept
+        f"resnet_serve_{2**22 + 12345}_0123abcd_x": False,  # a pid above Linux's pid_max: removed
+        "resnet_serve_notapid_x": True,
+        "triton_python_backend_shm_region_x": True,  # not ours
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"\0" * 10)
+    assert shm.remove_orphans(tmp_path) == 10
+    assert {path.name for path in tmp_path.iterdir()} == {name for name, kept in names.items() if kept}

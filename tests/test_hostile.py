@@ -191,6 +191,23 @@ def test_requests_over_a_limit_are_refused_cheaply(server, baseline, bases):
     assert grown < MEMORY_BOUND, f"the server grew by {grown / 2**20:.0f} MiB refusing requests over a limit"
 
 
+def test_issue_28_images_fail_alone_beside_good_requests_with_short_4xx_messages(server, baseline, bases):
+    # Each hostile image shares a dynamic batch with good requests sent at the same time: only its own
+    # request fails, with a short message (no traceback, no server path), and every good answer is exact.
+    hostile = hp.issue_28_refused(bases)
+    COUNTS.update(issue_28=len(hostile))
+    jobs = [(protocol, [payload.data]) for payload in hostile * 3 for protocol in PROTOCOLS]
+    jobs += [(protocol, [baseline["good"]]) for _ in range(len(jobs)) for protocol in PROTOCOLS]
+    outcomes = run_all(jobs, lambda protocol, images: (protocol, images, *send(server, protocol, images)), workers=8)
+    for protocol, images, logits, message in outcomes:
+        if images[0] is baseline["good"]:
+            assert message is None, message
+            np.testing.assert_array_equal(logits, baseline["logits"][protocol])
+        else:
+            assert logits is None and named(message) == {0} and len(message) < 400, message
+            assert "Traceback" not in message and ".py" not in message, message
+
+
 def test_unusable_exif_orientation_counts_as_upright(server, baseline, mug_image):
     odd = hp.odd_exif(mug_image)
     COUNTS.update(odd_exif=len(odd))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import hostile_payloads as hp
 from resnet_serve import image_checks
 from resnet_serve.batching import checked_lengths, gather_images, gather_requests, request_errors
 from resnet_serve.client import image_lengths, pack_images
-from resnet_serve.image_checks import ImageError, check_pixels, decoded_pixels, inspect_image
+from resnet_serve.image_checks import ImageError, check_pixels, check_rows_filled, decoded_pixels, inspect_image
 from resnet_serve.preprocess import (
     EXIF_ORIENTATION,
     PreprocessOptions,
@@ -255,10 +256,101 @@ def test_every_frame_and_embedded_header_counts_against_the_pixel_limit(bases):
 
 
 def test_headers_declaring_more_than_their_data_holds_are_refused(bases):
-    with pytest.raises(ImageError, match=r"truncated JPEG: \d+ bytes of scan data cannot hold the 281500 blocks"):
+    with pytest.raises(ImageError, match=r"truncated JPEG: \d+ bytes of scan data cannot hold the 282000 blocks"):
         inspect_image(hp.jpeg_with_size(bases["jpeg"], 4000, 3000))
     with pytest.raises(ImageError, match="truncated PNG: 12 bytes of image data cannot inflate to the 36000 bytes"):
         inspect_image(hp.png_declaring(1, 9000))
+
+
+def test_a_jpeg_scan_cut_below_its_tables_least_cost_and_closed_is_refused(mug_image):
+    # Each block costs at least a DC code and an end-of-block code under the file's own tables.
+    for params in ({"quality": 90}, {"quality": 75, "optimize": True}, {"quality": 85, "progressive": True}):
+        data = hp.encode(mug_image, "JPEG", **params)
+        assert inspect_image(data).end == len(data)
+        with pytest.raises(ImageError, match=r"truncated JPEG: .*\(its Huffman tables need at least"):
+            inspect_image(hp.jpeg_cut_and_closed(data, 0.02))
+
+
+def test_a_png_whose_complete_stream_fills_a_tenth_of_its_rows_is_refused(mug_image):
+    short = hp.png_short_rows(200, 100)
+    info = inspect_image(short)  # well-formed, and its bytes could inflate that far
+    with pytest.raises(ImageError, match=r"truncated PNG: image data inflates to 6010 bytes, its size declares 60100"):
+        check_rows_filled(short, info)
+    with pytest.raises(ImageError, match="truncated PNG"):
+        preprocess_image(short)
+    full = hp.encode(mug_image.resize((200, 100)), "PNG")
+    for png in (full, hp.encode(mug_image.resize((37, 23)), "PNG", interlace=1), hp.png_bomb(300, 200)):
+        check_rows_filled(png, inspect_image(png))  # complete: interlaced, grey, and 1000:1 zeros alike
+
+
+def test_arithmetic_jpeg_and_run_length_bmp_are_refused_on_purpose(bases):
+    with pytest.raises(ImageError, match="arithmetic-coded JPEG is refused on purpose"):
+        inspect_image(hp.arithmetic_jpeg(bases["jpeg"]))
+    with pytest.raises(ImageError, match="run-length BMP is refused on purpose"):
+        inspect_image(hp.rle_bmp())
+
+
+def test_webp_frames_nested_deeper_than_pythons_stack_are_walked_and_counted(bases):
+    data = hp.webp_nested(bases["webp"], depth=3_000, width=16_385)
+    assert sys.getrecursionlimit() < 3_000
+    info = inspect_image(data)
+    assert len(info.frames) == 3_001 and (16_385, 16) in info.frames
+    with pytest.raises(ImageError, match="16385x16 pixels exceeds the limit of 100000"):
+        check_pixels(info, 100_000)
+
+
+def test_files_of_countless_tiny_segments_are_refused_before_the_walk_gets_slow(bases):
+    jpeg = bases["jpeg"]
+    with pytest.raises(ImageError, match="more than 4096 marker segments"):
+        inspect_image(hp.jpeg_of_comments(jpeg, 200_000))
+    png = bases["png"]
+    empty_chunks = png[:33] + hp.png_chunk(b"teXt", b"") * 100_000 + png[33:]
+    with pytest.raises(ImageError, match=r"corrupt PNG: more than \d+ chunks or blocks"):
+        inspect_image(empty_chunks)
+    gif = hp.gif_with_frame(1, 1)
+    one_byte_blocks = gif[:-1] + b"\x21\xfe" + b"\x01\x20" * 200_000 + b"\x00" + gif[-1:]
+    with pytest.raises(ImageError, match=r"corrupt GIF: more than \d+ chunks or blocks"):
+        inspect_image(one_byte_blocks)
+    fills = jpeg[:2] + b"\xff" * 5_000_000 + jpeg[3:]  # fill bytes before a marker: skipped in one step
+    assert inspect_image(fills).end == len(fills)
+
+
+def test_a_jpeg_of_several_scans_counts_at_full_size_in_the_decoded_pixels(mug_image):
+    # libjpeg keeps every coefficient of a multi-scan JPEG whatever its output scale.
+    progressive = inspect_image(hp.encode(mug_image, "JPEG", progressive=True))
+    baseline = inspect_image(hp.encode(mug_image, "JPEG"))
+    width, height = mug_image.size
+    assert progressive.buffered and not baseline.buffered
+    assert decoded_pixels(progressive, 112, jpeg_draft=True) == width * height
+    assert decoded_pixels(baseline, 112, jpeg_draft=True) < width * height
+
+
+def test_any_exception_checking_or_decoding_an_image_fails_that_image_alone(images, bases, monkeypatch):
+    import resnet_serve.batching as batching
+    import resnet_serve.preprocess as preprocess
+
+    real_inspect, real_decode = batching.inspect_image, preprocess.decode_rgb
+
+    def inspect(data, **kwargs):  # stands in for a walk that runs out of stack (issue 28)
+        if data.endswith(b"CHECK"):
+            raise RecursionError("maximum recursion depth exceeded in /srv/secret/path.py")
+        return real_inspect(data, **kwargs)
+
+    def decode(data, *args):  # stands in for a decoder's own failure
+        if data.startswith(b"\x89PNG"):
+            raise MemoryError("/srv/secret/path.py")
+        return real_decode(data, *args)
+
+    monkeypatch.setattr(batching, "inspect_image", inspect)
+    monkeypatch.setattr(preprocess, "decode_rgb", decode)
+    good = images["mug.jpg"]
+    _, errors = screen([([good], True), ([good + b"CHECK"], True), ([good, bases["png"]], True), ([good], True)])
+    assert errors == [
+        None,
+        "image 0: could not be decoded (RecursionError)",
+        "image 1: could not be decoded (MemoryError)",
+        None,
+    ]
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "RGB"])

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from resnet_serve.client import TritonClassifier
-from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, supervise
+from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, procfs, supervise
+from resnet_serve.server.supervise import expected_stubs
 
 pytestmark = pytest.mark.server  # every test here runs a tritonserver
 
@@ -124,7 +125,8 @@ def test_soak_script_short_run(repository, mug_jpeg, tmp_path):
     assert summary["failed_requests"] == 0 and len(summary["windows"]) == 6
     assert all(row["img_per_s"] > 0 and row["memory_mb"] > 100 for row in summary["windows"])
     assert all(0 < row["shm_regions_mb"] < row["memory_mb"] <= row["rss_mb"] for row in summary["windows"])
-    assert set(summary["windows"][0]["by_process"]) == {"tritonserver", "preprocess_0_0", "resnet50_ort_0_0"}
+    processes = {"tritonserver", "preprocess_0_0", "preprocess_0_1", "resnet50_ort_0_0"}  # two preprocess instances
+    assert set(summary["windows"][0]["by_process"]) == processes
 
 
 def test_serve_serves_again_when_a_stub_dies(repository, images, tmp_path):
@@ -161,7 +163,9 @@ def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, im
     stop, said, status = threading.Event(), [], []
     try:
         stubs = server.stub_pids()
-        assert len(stubs) == 2  # preprocess and resnet50_ort
+        expected = expected_stubs(repository)
+        assert len(stubs) == sum(expected.values())  # preprocess (two instances) and resnet50_ort
+        model = procfs.stub_model(stubs[0])
         os.kill(stubs[0], signal.SIGKILL)
         wait_for(lambda: not Path(f"/proc/{stubs[0]}").exists() or server.stub_pids() != stubs)
 
@@ -174,8 +178,9 @@ def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, im
         watcher.start()
         watcher.join(120)
         assert status == [0], said
-        assert "0 Python stub processes run " in said[0] and "its config asks for 1; reloading" in said[0]
-        assert len(server.stub_pids()) == 2
+        asked = expected[model]
+        assert f"{asked - 1} Python stub processes run {model}, its config asks for {asked}; reloading" in said[0]
+        assert len(server.stub_pids()) == sum(expected.values())
         with TritonClassifier(server.grpc_url) as client:
             assert client.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
     finally:
@@ -196,26 +201,34 @@ def test_a_restart_stops_waiting_for_readiness_once_serve_is_told_to_stop(reposi
         server.stop()
 
 
-def repository_call(url: str, action: str, headers: dict[str, str]) -> int:
-    """POST /v2/repository/models/preprocess/<action> (load or unload); the HTTP status."""
-    request = urllib.request.Request(f"http://{url}/v2/repository/models/preprocess/{action}", b"{}", headers)
+def repository_call(url: str, action: str, headers: dict[str, str]) -> str:
+    """Load or unload the preprocess model over gRPC (the only protocol with model control) with the
+    given key headers (Triton reads them under its gRPC prefix); "OK" or the gRPC status's name."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url)
+    metadata = {f"triton-grpc-protocol-{name}": value for name, value in headers.items()}
+    call = client.load_model if action == "load" else client.unload_model
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+        call("preprocess", headers=metadata)
+        return "OK"
+    except InferenceServerException as exc:
+        return str(exc.status())
+    finally:
+        client.close()
 
 
 def test_model_control_is_off_by_default_and_behind_a_key_when_enabled(server, repository, images, tmp_path):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    assert repository_call(server.http_url, "load", {}) >= 400  # the default: nobody loads or unloads
+    assert repository_call(server.grpc_url, "load", {}) != "OK"  # the default: nobody loads or unloads
     settings = ServerSettings.on_free_ports(repository, model_control_key="Admin-Key=s3cret")
     with TritonServer(settings, log_path=tmp_path / "log") as keyed:
-        assert repository_call(keyed.http_url, "load", {}) >= 400
-        assert repository_call(keyed.http_url, "load", {"admin-key": "wrong"}) >= 400
-        assert repository_call(keyed.http_url, "load", {"admin-key": "s3cret"}) == 200
+        assert repository_call(keyed.grpc_url, "load", {}) != "OK"
+        assert repository_call(keyed.grpc_url, "load", {"admin-key": "wrong"}) != "OK"
+        assert repository_call(keyed.grpc_url, "load", {"admin-key": "s3cret"}) == "OK"
         client = grpcclient.InferenceServerClient(keyed.grpc_url)
         with pytest.raises(InferenceServerException):
             client.get_model_repository_index()
@@ -236,10 +249,10 @@ def test_with_model_control_an_unload_is_not_a_crash_but_a_killed_stub_is(reposi
     watcher = threading.Thread(target=supervise, args=(server, stop, said.append))
     watcher.start()
     try:
-        assert repository_call(server.http_url, "unload", key) == 200
+        assert repository_call(server.grpc_url, "unload", key) == "OK"
         wait_for(lambda: len(server.stub_pids()) == 1)
         time.sleep(2.5)  # supervise looks every second
-        assert repository_call(server.http_url, "load", key) == 200
+        assert repository_call(server.grpc_url, "load", key) == "OK"
         time.sleep(2.5)
         assert said == []  # neither the unload nor the load was taken for a crash
         with TritonClassifier(server.grpc_url) as client:

@@ -106,7 +106,7 @@ def test_marker_says_when_steps_pass_gpu_tensors(tmp_path, fake_onnx):
 
 
 def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
-    from resnet_serve.repository import GPU_IMAGE_INSTANCES
+    from resnet_serve.repository import CPU_IMAGE_INSTANCES, GPU_IMAGE_INSTANCES
     from resnet_serve.server import expected_stub_count, visible_gpu_count
 
     cpu = write_repository(tmp_path / "cpu", RepositorySpec(model_file=fake_onnx, preprocess_instances=3))
@@ -119,8 +119,8 @@ def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
     assert expected_stub_count(gpu, gpu_count=2) == 2 * (per_gpu + 1)  # preprocess and one classifier per GPU
     assert expected_stub_count(fused, gpu_count=2) == 2 * per_gpu
     default_cpu = write_repository(tmp_path / "default", RepositorySpec(model_file=fake_onnx))
-    assert expected_stub_count(default_cpu) == 2  # one preprocess, one classifier
-    assert expected_stub_count(ngc) == 1  # the native onnxruntime classifier has no stub
+    assert CPU_IMAGE_INSTANCES == 2 and expected_stub_count(default_cpu) == 3  # two preprocess, one classifier
+    assert expected_stub_count(ngc) == CPU_IMAGE_INSTANCES  # the native onnxruntime classifier has no stub
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": "0,1"}) == 2
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
 

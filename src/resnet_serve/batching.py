@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from resnet_serve.contract import ENSEMBLE_LENGTHS
-from resnet_serve.image_checks import ImageInfo, check_pixels, decoded_pixels, inspect_image
+from resnet_serve.image_checks import ImageInfo, as_image_error, check_pixels, decoded_pixels, inspect_image
 from resnet_serve.preprocess import ImageError, PreprocessOptions, rows_to_bytes
 
 
@@ -128,8 +128,8 @@ def _screen(
         try:
             info = inspect_image(row, may_be_padded=may_be_padded)
             check_pixels(info, options.max_pixels)
-        except ImageError as exc:
-            screened[start + offset] = exc.with_traceback(None)  # kept: no frames (and their rows) with it
+        except Exception as exc:  # any failure is this image's alone
+            screened[start + offset] = as_image_error(exc)
             kept.append(b"")
             infos.append(None)
             continue
@@ -172,8 +172,10 @@ def responses(
     replies = []
     for index, where in enumerate(slices):
         error = errors[index] if errors else None
-        if error:
-            replies.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
+        if error:  # the client's: 400 over HTTP, INVALID_ARGUMENT over gRPC (a 5xx would get a healthy backend ejected)
+            replies.append(
+                pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
+            )
         else:
             replies.append(pb_utils.InferenceResponse(output_tensors=[as_tensor(output_name, outputs[where])]))
     return replies

@@ -38,6 +38,16 @@ class ImageError(ResnetServeError, ValueError):
     """An input image that cannot be preprocessed; the message says why."""
 
 
+def as_image_error(exc: Exception) -> ImageError:
+    """``exc``, raised while checking or decoding one image, as that image's own error, without its
+    traceback (its frames would keep the image's bytes alive). Anything that is not an ImageError (a
+    RecursionError, a MemoryError, a decoder's bug) gets a short message naming only its type, so
+    that it fails its own request alone and no server path reaches the client (issue 28)."""
+    if isinstance(exc, ImageError):
+        return exc.with_traceback(None)
+    return ImageError(f"could not be decoded ({type(exc).__name__})")
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What the bytes declare, read from headers only."""
@@ -46,6 +56,9 @@ class ImageInfo:
     end: int  # bytes the image occupies; what follows is not part of it
     frames: tuple[tuple[int, int], ...]  # (width, height) of every frame, canvas and embedded bitstream
     plain: bool = False  # a JPEG with nothing in its header but the picture (see _plain_jpeg)
+    # A JPEG of several scans (progressive, or components in separate scans): libjpeg keeps every
+    # coefficient of the whole image, at full size, whatever scale it is asked to decode to.
+    buffered: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -110,10 +123,11 @@ def check_pixels(info: ImageInfo, max_pixels: int) -> None:
 def decoded_pixels(info: ImageInfo, resize: int, jpeg_draft: bool) -> int:
     """Pixels the decoder allocates for this image: the largest frame, or for a JPEG decoded in
     draft mode the size libjpeg scales it to (preprocess asks for twice ``resize``; Pillow picks
-    1/8, 1/4, 1/2 or 1 as its JpegImageFile.draft does)."""
+    1/8, 1/4, 1/2 or 1 as its JpegImageFile.draft does). A JPEG of several scans counts at full size:
+    libjpeg holds all its coefficients (a 10000x10000 progressive JPEG of 113 bytes took 800 MB)."""
     width, height = info.size
     scale = 2 * resize / min(width, height)
-    if not (jpeg_draft and info.format == "JPEG") or scale >= 1.0:
+    if not (jpeg_draft and info.format == "JPEG") or info.buffered or scale >= 1.0:
         return info.largest_pixels
     wanted = min(width // max(1, round(width * scale)), height // max(1, round(height * scale)))
     factor = next(f for f in (8, 4, 2, 1) if wanted >= f)
@@ -129,6 +143,20 @@ def _need(data: bytes, end: int, fmt: str, what: str, *what_args: object) -> Non
     of ``what_args``) is formatted only then: the walks call this for every segment and chunk."""
     if end > len(data):
         raise ImageError(f"truncated {fmt}: {what.format(*what_args)} needs {end} bytes, got {len(data)}")
+
+
+def _max_steps(data: bytes) -> int:
+    """Chunks, segments or blocks a walk visits before it refuses the file. Real files have few per
+    KiB (PNG's IDAT chunks are 8-64 KiB, GIF's sub-blocks 255 bytes); a file of empty chunks or
+    1-byte blocks would make the Python walk cost ~100x a real file's per MB, so it stops early."""
+    return 4096 + len(data) // 128
+
+
+def _refuse_overlong_walk(fmt: str, steps: int, data: bytes) -> None:
+    if steps > _max_steps(data):
+        raise ImageError(
+            f"corrupt {fmt}: more than {_max_steps(data)} chunks or blocks in {len(data)} bytes (real files have fewer)"
+        )
 
 
 def _refuse_padding_inside(data: bytes, info: ImageInfo) -> None:
@@ -152,33 +180,80 @@ _JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))  # TEM, RST0-7: no leng
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-# Arithmetic-coded frames (SOF9-11, 13-15) can spend under one bit per block: no lower bound for them.
+# Arithmetic-coded frames (SOF9-11, 13-15) can spend under one bit per block, so their bytes do not
+# bound what they cost: 163 of 113 bytes each, declaring 10000x10000, took 20 s to decode, and 60
+# progressive ones 32 s and 1.7 GB (issue 28). No common encoder writes them; browsers do not show them.
 _JPEG_ARITHMETIC = frozenset((0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
-
-
-def _jpeg_blocks(data: bytes, sof: int) -> int:
-    """8x8 blocks the frame header at ``sof`` (its length field) declares, over all components."""
-    height, width, count = struct.unpack_from(">HHB", data, sof + 3)
-    factors = [(data[sof + 9 + 3 * i] >> 4, data[sof + 9 + 3 * i] & 0x0F) for i in range(count)]
-    if not factors or min(min(f) for f in factors) < 1:
-        raise ImageError("corrupt JPEG: frame header without valid components")
-    h_max, v_max = max(f[0] for f in factors), max(f[1] for f in factors)
-    return sum(_ceil(_ceil(width * h, h_max), 8) * _ceil(_ceil(height * v, v_max), 8) for h, v in factors)
+_JPEG_LOSSLESS = frozenset((0xC3, 0xC7))  # samples, not 8x8 blocks: held to one bit per 64 samples
+_JPEG_MAX_SEGMENTS = 4096  # marker segments outside the scans' data; real files have tens
+_JPEG_FILL = re.compile(rb"\xff*")
 
 
 def _ceil(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def _check_jpeg_scan_size(data: bytes, sof: int, marker: int, scan_bytes: int) -> None:
-    """Every 8x8 block costs at least one bit of Huffman-coded data (its DC difference), so scan data
-    shorter than blocks / 8 bytes cannot hold the declared size: the decoder would invent the rest."""
-    if marker in _JPEG_ARITHMETIC:
-        return
-    blocks = _jpeg_blocks(data, sof)
-    if scan_bytes * 8 < blocks:
+def _huffman_costs(body: bytes) -> tuple[tuple[int, tuple[int, int]], ...]:
+    """Per table of a (checked) DHT segment: its class and id (class << 4 | id), and the length of its
+    shortest code and of its end-of-block code (0 where it has none)."""
+    costs, pos = [], 0
+    while pos < len(body):
+        kind, counts = body[pos], body[pos + 1 : pos + 17]
+        values = body[pos + 17 : pos + 17 + sum(counts)]
+        lengths = [length for length, count in enumerate(counts, 1) for _ in range(count)]
+        end_of_block = lengths[values.index(0)] if 0 in values else 0
+        costs.append((kind, (lengths[0] if lengths else 16, end_of_block)))
+        pos += 17 + len(values)
+    return tuple(costs)
+
+
+_remembered_huffman_costs = functools.lru_cache(maxsize=64)(_huffman_costs)
+
+
+def _block_min_bits(selectors: int, spectral: tuple[int, int], refining: bool, tables: dict) -> int:
+    """Fewest bits one block of a component costs in a scan, under the Huffman tables it selects."""
+    first, last = spectral
+    if first > 0:
+        return 0  # AC bands of a progressive JPEG: one end-of-band run may cover many blocks
+    if refining:
+        return 1  # a DC refinement scan: one bit per block
+    dc_shortest, _ = tables.get(selectors >> 4, (1, 0))
+    if last == 0:
+        return dc_shortest
+    ac_shortest, end_of_block = tables.get(0x10 | selectors & 0x0F, (1, 0))
+    # A block ends with its end-of-block code or fills 63 coefficients, at most 16 per code.
+    return dc_shortest + (min(end_of_block, 4 * ac_shortest) if end_of_block else 4 * ac_shortest)
+
+
+def _scan_cost(data: bytes, sof: int, scan: bytes, tables: dict, lossless: bool) -> tuple[int, int]:
+    """(blocks, fewest bits) of the scan whose header body is ``scan``, in the frame at ``sof``
+    (its length field): a component alone in a scan has its own blocks; interleaved ones, whole MCUs."""
+    height, width, count = struct.unpack_from(">HHB", data, sof + 3)
+    sampling = {data[sof + 8 + 3 * i]: (data[sof + 9 + 3 * i] >> 4, data[sof + 9 + 3 * i] & 0x0F) for i in range(count)}
+    h_max, v_max = max(h for h, _ in sampling.values()), max(v for _, v in sampling.values())
+    components = scan[0]
+    spectral, refining = (scan[1 + 2 * components], scan[2 + 2 * components]), scan[3 + 2 * components] >> 4 > 0
+    blocks = bits = 0
+    for index in range(components):
+        h, v = sampling[scan[1 + 2 * index]]
+        if components == 1:
+            count = _ceil(_ceil(width * h, h_max), 8) * _ceil(_ceil(height * v, v_max), 8)
+        else:
+            count = _ceil(width, 8 * h_max) * _ceil(height, 8 * v_max) * h * v
+        blocks += count
+        bits += count if lossless else count * _block_min_bits(scan[2 + 2 * index], spectral, refining, tables)
+    return blocks, bits
+
+
+def _check_scan_data(data: bytes, sof: int, scan: bytes, tables: dict, lossless: bool, scan_bytes: int) -> None:
+    """A scan's entropy-coded data must hold the fewest bits its blocks cost under its own Huffman
+    tables (a DC code and an end-of-block code each, for a baseline scan): a scan cut short and
+    closed with EOI would otherwise decode with the missing blocks invented (libjpeg fills them)."""
+    blocks, bits = _scan_cost(data, sof, scan, tables, lossless)
+    if scan_bytes * 8 < bits:
         raise ImageError(
-            f"truncated JPEG: {scan_bytes} bytes of scan data cannot hold the {blocks} blocks its size declares"
+            f"truncated JPEG: {scan_bytes} bytes of scan data cannot hold the {blocks} blocks its size declares "
+            f"(its Huffman tables need at least {_ceil(bits, 8)})"
         )
 
 
@@ -317,27 +392,29 @@ def _plain_jpeg(data: bytes, header: list[tuple[int, int, int]]) -> bool:
 def _walk_jpeg(data: bytes) -> ImageInfo:
     frames: list[tuple[int, int]] = []
     header: list[tuple[int, int, int]] = []  # segments before the first scan: marker, body start, body end
-    scanned = False
-    sof = sof_marker = scan_bytes = 0
+    tables: dict[int, tuple[int, int]] = {}  # Huffman tables defined so far: (shortest, end-of-block) code lengths
+    sof = sof_marker = scans = segments = 0
     pos, size = 2, len(data)
     while True:
         if pos >= size:
             raise ImageError(f"truncated JPEG: no end-of-image marker (EOI) in {size} bytes")
         if data[pos] != 0xFF:
             raise ImageError(f"corrupt JPEG: expected a marker at byte {pos}, got 0x{data[pos]:02x}")
-        while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
-            pos += 1
+        pos = _JPEG_FILL.match(data, pos).end()  # fill bytes may precede a marker
         if pos >= size:
             continue
         marker = data[pos]
         pos += 1
+        segments += 1
+        if segments > _JPEG_MAX_SEGMENTS:
+            raise ImageError(f"corrupt JPEG: more than {_JPEG_MAX_SEGMENTS} marker segments (real files have tens)")
         if marker == 0xD9:
-            if not frames:
-                raise ImageError("corrupt JPEG: no frame header before the end-of-image marker")
-            _check_jpeg_scan_size(data, sof, sof_marker, scan_bytes)
-            return ImageInfo("JPEG", pos, tuple(frames), plain=len(frames) == 1 and _plain_jpeg(data, header))
+            if not scans:
+                raise ImageError("corrupt JPEG: no scan before the end-of-image marker")
+            plain = len(frames) == 1 and _plain_jpeg(data, header)
+            return ImageInfo("JPEG", pos, tuple(frames), plain=plain, buffered=scans > 1)
         if marker in _JPEG_STANDALONE:
-            if not scanned:
+            if not scans:
                 header.append((marker, pos, pos))
             continue
         if marker in (0x00, 0xD8):
@@ -347,6 +424,10 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
         if length < 2:
             raise ImageError(f"corrupt JPEG: segment 0xff{marker:02x} at byte {pos - 2} has length {length}")
         _need(data, pos + length, "JPEG", "segment 0xff{:02x} at byte {}", marker, pos - 2)
+        if marker in _JPEG_ARITHMETIC:
+            raise ImageError(
+                "arithmetic-coded JPEG is refused on purpose: its bytes do not bound what decoding it costs"
+            )
         if marker in _JPEG_SOF:
             if length < 8:
                 raise ImageError(f"corrupt JPEG: frame header at byte {pos - 2} has length {length}")
@@ -364,9 +445,11 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             problem = None
         if problem:
             raise ImageError(f"corrupt JPEG: {problem} in segment 0xff{marker:02x} at byte {pos - 2}")
-        if marker == 0xDA:
-            scanned = True
-        elif not scanned:
+        body = data[pos + 2 : pos + length]
+        if marker == 0xC4:
+            costs = _huffman_costs if len(body) > _REMEMBERED_TABLE_BYTES else _remembered_huffman_costs
+            tables.update(costs(bytes(body)))
+        if marker != 0xDA and not scans:
             header.append((marker, pos + 2, pos + length))
         pos += length
         if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
@@ -375,7 +458,8 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             found = _JPEG_NEXT_MARKER.search(data, pos)
             if found is None:
                 raise ImageError(f"truncated JPEG: no end-of-image marker (EOI) in {size} bytes")
-            scan_bytes += found.start() - pos
+            _check_scan_data(data, sof, body, tables, sof_marker in _JPEG_LOSSLESS, found.start() - pos)
+            scans += 1
             pos = found.start()
 
 
@@ -397,11 +481,61 @@ def _check_png_data_size(data: bytes, idat_bytes: int) -> None:
         )
 
 
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_raw_bytes(data: bytes) -> int:
+    """Bytes the image data inflates to: each row's filter byte and samples (per Adam7 pass if interlaced)."""
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    bits = _PNG_CHANNELS.get(colour, 1) * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    sizes = [(_ceil(width - x, dx), _ceil(height - y, dy)) for x, y, dx, dy in passes]
+    return sum(rows * (1 + _ceil(columns * bits, 8)) for columns, rows in sizes if columns > 0 and rows > 0)
+
+
+def _png_chunks(data: bytes, end: int):
+    """(type, body) of each chunk of a walked PNG."""
+    pos = 8
+    while pos < end:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        yield kind, memoryview(data)[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+
+
+_INFLATE_PIECE = 1 << 20  # inflated bytes held at once while counting
+
+
+def check_rows_filled(data: bytes, info: ImageInfo) -> None:
+    """Refuse a PNG whose image data, inflated, does not fill every row its header declares: Pillow
+    fills the missing rows (a complete zlib stream holding 10% of the rows was classified, issue 28).
+    One inflate, counted and dropped as it goes, up to the declared size: call it after the pixel
+    limits. Other formats are complete once walked (``inspect_image``)."""
+    if info.format != "PNG":
+        return
+    needed, produced = _png_raw_bytes(data), 0
+    inflater = zlib.decompressobj()
+    try:
+        for kind, body in _png_chunks(data, info.end):
+            if kind != b"IDAT":
+                continue
+            pending = bytes(body)
+            while pending and produced < needed:
+                produced += len(inflater.decompress(pending, _INFLATE_PIECE))
+                pending = inflater.unconsumed_tail
+            if produced >= needed:
+                return
+    except zlib.error as exc:
+        raise ImageError(f"corrupt PNG: image data does not inflate ({exc})") from None
+    raise ImageError(f"truncated PNG: image data inflates to {produced} bytes, its size declares {needed}")
+
+
 def _walk_png(data: bytes) -> ImageInfo:
     frames: list[tuple[int, int]] = []
     view = memoryview(data)
-    idat_bytes, pos = 0, 8
+    idat_bytes, pos, steps = 0, 8, 0
     while True:
+        steps += 1
+        _refuse_overlong_walk("PNG", steps, data)
         _need(data, pos + 8, "PNG", "chunk header at byte {}", pos)
         length, kind = struct.unpack_from(">I4s", data, pos)
         name = kind.decode("latin-1")
@@ -432,10 +566,13 @@ def _walk_png(data: bytes) -> ImageInfo:
 # --- GIF ----------------------------------------------------------------------------------------
 
 
-def _skip_sub_blocks(data: bytes, pos: int) -> int:
-    """Position after a chain of data sub-blocks (size byte + data) ending with a zero size."""
+def _skip_sub_blocks(data: bytes, pos: int, steps: list[int]) -> int:
+    """Position after a chain of data sub-blocks (size byte + data) ending with a zero size;
+    ``steps[0]`` counts the blocks walked in the whole file."""
     size = len(data)
     while True:
+        steps[0] += 1
+        _refuse_overlong_walk("GIF", steps[0], data)
         if pos >= size:
             raise ImageError(f"truncated GIF: data block at byte {pos} runs past the end ({size} bytes)")
         block = data[pos]
@@ -453,6 +590,7 @@ def _walk_gif(data: bytes) -> ImageInfo:
     screen_width, screen_height, flags = struct.unpack_from("<HHB", data, 6)
     frames = [(screen_width, screen_height)]
     pos = 13 + _color_table_bytes(flags)
+    steps = [0]
     while True:
         if pos >= len(data):
             raise ImageError(f"truncated GIF: no trailer in {len(data)} bytes")
@@ -462,12 +600,12 @@ def _walk_gif(data: bytes) -> ImageInfo:
                 raise ImageError("corrupt GIF: no image before the trailer")
             return ImageInfo("GIF", pos + 1, tuple(frames))
         if block == 0x21:  # extension: label, then sub-blocks
-            pos = _skip_sub_blocks(data, pos + 2)
+            pos = _skip_sub_blocks(data, pos + 2, steps)
         elif block == 0x2C:  # image descriptor: left, top, width, height, flags
             _need(data, pos + 10, "GIF", "image descriptor at byte {}", pos)
             width, height, flags = struct.unpack_from("<HHB", data, pos + 5)
             frames.append((width, height))
-            pos = _skip_sub_blocks(data, pos + 10 + _color_table_bytes(flags) + 1)  # +1: LZW code size
+            pos = _skip_sub_blocks(data, pos + 10 + _color_table_bytes(flags) + 1, steps)  # +1: LZW code size
         else:
             raise ImageError(f"corrupt GIF: unexpected block 0x{block:02x} at byte {pos}")
 
@@ -475,32 +613,40 @@ def _walk_gif(data: bytes) -> ImageInfo:
 # --- WebP ---------------------------------------------------------------------------------------
 
 
-def _webp_chunks(data: bytes, pos: int, end: int, frames: list[tuple[int, int]]) -> None:
-    """Walk the chunks in data[pos:end], recording the size each declares."""
-    while pos < end:
-        if pos + 8 > end:
-            raise ImageError(f"truncated WEBP: chunk header at byte {pos} needs {pos + 8} bytes, got {end}")
-        kind, length = struct.unpack_from("<4sI", data, pos)
-        body, chunk_end = pos + 8, pos + 8 + length + (length & 1)
-        name = kind.decode("latin-1")
-        if body + length > end:
-            raise ImageError(f"truncated WEBP: chunk {name!r} at byte {pos} needs {body + length} bytes, got {end}")
-        if kind == b"VP8X" and length >= 10:
-            frames.append((1 + _le24(data, body + 4), 1 + _le24(data, body + 7)))
-        elif kind == b"ANMF" and length >= 16:
-            frames.append((1 + _le24(data, body + 6), 1 + _le24(data, body + 9)))
-            _webp_chunks(data, body + 16, body + length, frames)
-        elif kind == b"VP8 ":
-            if length < 10 or data[body + 3 : body + 6] != b"\x9d\x01\x2a":
-                raise ImageError(f"corrupt WEBP: bad VP8 frame header at byte {body}")
-            width, height = struct.unpack_from("<HH", data, body + 6)
-            frames.append((width & 0x3FFF, height & 0x3FFF))
-        elif kind == b"VP8L":
-            if length < 5 or data[body] != 0x2F:
-                raise ImageError(f"corrupt WEBP: bad VP8L header at byte {body}")
-            (bits,) = struct.unpack_from("<I", data, body + 1)
-            frames.append(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
-        pos = chunk_end
+def _webp_chunks(data: bytes, start: int, stop: int) -> list[tuple[int, int]]:
+    """The size each chunk in data[start:stop] declares, animation frames' chunks included. A stack,
+    not recursion: frames nested ~1,500 deep in 30 KB once ran Python out of stack (issue 28)."""
+    frames: list[tuple[int, int]] = []
+    pending, steps = [(start, stop)], 0
+    while pending:
+        pos, end = pending.pop()
+        while pos < end:
+            steps += 1
+            _refuse_overlong_walk("WEBP", steps, data)
+            if pos + 8 > end:
+                raise ImageError(f"truncated WEBP: chunk header at byte {pos} needs {pos + 8} bytes, got {end}")
+            kind, length = struct.unpack_from("<4sI", data, pos)
+            body, chunk_end = pos + 8, pos + 8 + length + (length & 1)
+            name = kind.decode("latin-1")
+            if body + length > end:
+                raise ImageError(f"truncated WEBP: chunk {name!r} at byte {pos} needs {body + length} bytes, got {end}")
+            if kind == b"VP8X" and length >= 10:
+                frames.append((1 + _le24(data, body + 4), 1 + _le24(data, body + 7)))
+            elif kind == b"ANMF" and length >= 16:
+                frames.append((1 + _le24(data, body + 6), 1 + _le24(data, body + 9)))
+                pending.append((body + 16, body + length))
+            elif kind == b"VP8 ":
+                if length < 10 or data[body + 3 : body + 6] != b"\x9d\x01\x2a":
+                    raise ImageError(f"corrupt WEBP: bad VP8 frame header at byte {body}")
+                width, height = struct.unpack_from("<HH", data, body + 6)
+                frames.append((width & 0x3FFF, height & 0x3FFF))
+            elif kind == b"VP8L":
+                if length < 5 or data[body] != 0x2F:
+                    raise ImageError(f"corrupt WEBP: bad VP8L header at byte {body}")
+                (bits,) = struct.unpack_from("<I", data, body + 1)
+                frames.append(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
+            pos = chunk_end
+    return frames
 
 
 def _le24(data: bytes, pos: int) -> int:
@@ -511,8 +657,7 @@ def _walk_webp(data: bytes) -> ImageInfo:
     (riff_size,) = struct.unpack_from("<I", data, 4)
     end = 8 + riff_size
     _need(data, end, "WEBP", "the RIFF header")
-    frames: list[tuple[int, int]] = []
-    _webp_chunks(data, 12, end, frames)
+    frames = _webp_chunks(data, 12, end)
     if not frames:
         raise ImageError("corrupt WEBP: no image chunk")
     return ImageInfo("WEBP", end, tuple(frames))
@@ -521,7 +666,9 @@ def _walk_webp(data: bytes) -> ImageInfo:
 # --- BMP ----------------------------------------------------------------------------------------
 
 _BMP_UNCOMPRESSED = (0, 3, 6)  # BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS
-_BMP_RLE = (1, 2)  # BI_RLE8, BI_RLE4: the header's image size gives the data's length
+# Run-length BMPs (BI_RLE8, BI_RLE4) are decoded by Pillow in Python: one of 104 bytes (one pixel then
+# end-of-line per row) took 9 s (issue 28). No camera or browser writes them.
+_BMP_RLE = (1, 2)
 
 
 def _walk_bmp(data: bytes) -> ImageInfo:
@@ -529,19 +676,17 @@ def _walk_bmp(data: bytes) -> ImageInfo:
     (offset, header_size) = struct.unpack_from("<II", data, 10)
     if header_size == 12:  # OS/2 core header: 16-bit sizes, no compression
         width, height, _, bits = struct.unpack_from("<HHHH", data, 18)
-        compression, image_size = 0, 0
+        compression = 0
     elif header_size >= 40:
         _need(data, 14 + 40, "BMP", "the info header")
-        width, height, _, bits, compression, image_size = struct.unpack_from("<iiHHII", data, 18)
+        width, height, _, bits, compression = struct.unpack_from("<iiHHI", data, 18)
     else:
         raise ImageError(f"corrupt BMP: info header of {header_size} bytes")
     height = abs(height)  # negative: rows stored top-down
     if compression in _BMP_UNCOMPRESSED:
         end = offset + (width * bits + 31) // 32 * 4 * height
     elif compression in _BMP_RLE:
-        if image_size == 0:
-            raise ImageError("corrupt BMP: run-length data without a declared size")
-        end = offset + image_size
+        raise ImageError("run-length BMP is refused on purpose: its bytes do not bound what decoding it costs")
     else:
         raise ImageError(f"unsupported BMP compression {compression}")
     _need(data, end, "BMP", f"pixel data of {width}x{height} at {bits} bits")

@@ -19,7 +19,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
-from resnet_serve.image_checks import ImageError, ImageInfo, check_pixels, inspect_image
+from resnet_serve.image_checks import (
+    ImageError,
+    ImageInfo,
+    as_image_error,
+    check_pixels,
+    check_rows_filled,
+    inspect_image,
+)
 from resnet_serve.model_card import Interpolation
 from resnet_serve.options import from_parameters, option, to_parameters
 
@@ -83,6 +90,7 @@ def checked_info(
     if info is None:
         info = inspect_image(data)
     check_pixels(info, options.max_pixels)
+    check_rows_filled(data, info)
     return info
 
 
@@ -268,10 +276,8 @@ def preprocess_batch(
     def run(index: int) -> ImageError | None:
         try:
             preprocess_image(images[index], options, out[index], infos[index] if infos else None)
-        except ImageError as exc:
-            # Without its traceback: the frames would hold this image's bytes and pixels in a reference
-            # cycle until the garbage collector ran (measured: a stub kept ~1 GB after a flood of errors).
-            return exc.with_traceback(None)
+        except Exception as exc:  # any failure is this image's alone (a stub once kept ~1 GB of frames)
+            return as_image_error(exc)
         return None
 
     indices = range(len(images))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from resnet_serve.gpu_decode import make_decoders
-from resnet_serve.image_checks import ImageInfo
+from resnet_serve.image_checks import ImageInfo, as_image_error
 from resnet_serve.preprocess import (
     ImageError,
     PreprocessOptions,
@@ -145,8 +145,8 @@ class GpuPreprocessor:
     def _cpu_decode(self, data: bytes, info: ImageInfo | None) -> _Decoded:
         try:
             rgb = np.array(decode_rgb(data, self.options, info))  # writable, for torch
-        except ImageError as exc:
-            return _Decoded(error=exc.with_traceback(None))  # no frames holding the bytes (preprocess_batch)
+        except Exception as exc:  # any failure is this image's alone
+            return _Decoded(error=as_image_error(exc))
         return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
 
     def _route(self, data: bytes, info: ImageInfo | None) -> tuple[ImageInfo, int | None]:
@@ -175,8 +175,8 @@ class GpuPreprocessor:
         for index, data in enumerate(images):
             try:
                 checked[index], orientation = self._route(data, infos[index])
-            except ImageError as exc:
-                decoded[index].error = exc.with_traceback(None)
+            except Exception as exc:  # any failure is this image's alone
+                decoded[index].error = as_image_error(exc)
                 continue
             if orientation is None:
                 decoded[index] = self._cpu_decode(data, checked[index])

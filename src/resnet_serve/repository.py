@@ -79,6 +79,12 @@ PROFILES: dict[str, str] = {
 # MPS cannot run, 4 serve more than 8; and each instance holds GPU memory, so GPUs with less take
 # fewer (gpu_placement.image_instances_for).
 GPU_IMAGE_INSTANCES = 8
+# Instances of the CPU preprocess model. Two, so that an image that takes long to decode within the
+# limits holds one while the other serves: 2-core VM, 2 clients of one 500x375 JPEG each beside one
+# client sending 24-megapixel progressive JPEGs, two runs (benchmarks/RESULTS.md, issue 28): good
+# img/s 5.3-6.2 with one instance, 33-36 with two; p99 838-910 ms against 111-127 ms. Without the
+# stream, two served 0.89-0.92x of one (55-59 img/s against 60-66).
+CPU_IMAGE_INSTANCES = 2
 
 
 class RepositoryError(ResnetServeError):
@@ -109,7 +115,8 @@ class RepositorySpec:
     max_queue_size: int = option(1024, "requests waiting for the first step before new ones are refused")
     preprocess_instances: int = option(
         0,
-        f"instances of the model taking the images, per device (0: 1 on the CPU; {GPU_IMAGE_INSTANCES} per GPU, "
+        f"instances of the model taking the images, per device (0: {CPU_IMAGE_INSTANCES} on the CPU; "
+        f"{GPU_IMAGE_INSTANCES} per GPU, "
         f"fewer on GPUs under {GPU_IMAGE_INSTANCES * GIB_PER_IMAGE_INSTANCE:.0f} GiB)",
     )
     preprocess_threads: int = option(0, "decode threads per preprocess instance (0: all cores)")
@@ -166,7 +173,9 @@ class RepositorySpec:
         """Instances (per GPU on the GPU) of the model that takes the encoded images."""
         if self.preprocess_instances:
             return self.preprocess_instances
-        return image_instances_for(gpu_memory_gib(), GPU_IMAGE_INSTANCES) if self.device == "cuda" else 1
+        if self.device == "cuda":
+            return image_instances_for(gpu_memory_gib(), GPU_IMAGE_INSTANCES)
+        return CPU_IMAGE_INSTANCES
 
     @property
     def passes_gpu_tensors(self) -> bool:

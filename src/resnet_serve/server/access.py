@@ -6,8 +6,9 @@ Measured against tritonserver 2.51 (issue 14; tests/test_hardening.py keeps each
   nests 50,000 arrays deep (SIGSEGV), ``"shape": [1, 2**62]`` (std::bad_alloc), a 4 MiB body sent
   as ``application/x-www-form-urlencoded`` to the infer path, to ``/v2/repository/index`` and to
   the metrics port (SIGSEGV). 2.51's ``--help`` lists no body-size or depth limit, and no API
-  restriction stops them (they crash before any check). So HTTP and metrics stay on 127.0.0.1
-  unless asked otherwise (``--public-http``, HTTP only).
+  restriction stops them (they crash before any check). So tritonserver runs without HTTP
+  (``--allow-http=false``) and serve answers HTTP itself (http_front.py: every request checked,
+  then sent over gRPC); Triton's metrics port stays on 127.0.0.1, relayed by the status front.
 - gRPC parses with protobuf (bounded depth, sizes checked against the bytes sent): the same
   payloads get clean errors. It is the public protocol.
 - Shared memory: any client could register the Python stub's own region (its name shows in
@@ -50,10 +51,9 @@ def parse_key(key: str) -> tuple[str, str]:
 
 
 def restricted_api_args(key: str) -> list[str]:
-    """Triton arguments that put the admin categories behind ``key`` on HTTP and gRPC."""
+    """Triton arguments that put the admin categories behind ``key`` on gRPC (its only protocol)."""
     header, value = parse_key(key)
-    restriction = f"{','.join(ADMIN_APIS)}:{header}={value}"
-    return [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    return [f"--grpc-restricted-protocol={','.join(ADMIN_APIS)}:{header}={value}"]
 
 
 def is_loopback(host: str) -> bool:
@@ -66,5 +66,5 @@ def is_loopback(host: str) -> bool:
 
 
 def http_host(host: str, public_http: bool) -> str:
-    """Where Triton's HTTP and metrics listen: ``host`` when loopback or asked for, else 127.0.0.1."""
+    """Where serve's HTTP front and Triton's metrics listen: ``host`` when loopback or asked for, else 127.0.0.1."""
     return host if public_http or is_loopback(host) else LOOPBACK

@@ -13,6 +13,7 @@ It never reads a request body: other methods get 501 and every connection closes
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -60,6 +61,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up early (a probe's timeout) is not worth a traceback in serve's log."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class StatusFront:

@@ -1,21 +1,24 @@
-"""One tritonserver process: its command line, launch, readiness, drain and stop."""
+"""One tritonserver process and its HTTP front: command line, launch, readiness, drain and stop."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.gpu_placement import memory_pool_args
@@ -32,6 +35,34 @@ START_TIMEOUT_S = 600.0
 # CUDA memory pool for repositories whose steps pass GPU tensors: a full fp16 batch of 256 is 77 MB;
 # too small a pool makes Triton copy them through the host ("failed to copy data" in its log).
 GPU_TENSOR_POOL_BYTES = 1 << 30
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with_parent() -> None:
+    """Run in a child before it executes: SIGTERM it when the thread that started it dies, even by
+    SIGKILL (the OOM killer's way), so that no tritonserver, stub or front outlives serve (issue 28:
+    a SIGKILLed serve left its server holding the ports and the shared memory). Linux only."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def check_port_free(what: str, host: str, port: int) -> None:
+    """Raise ServerError when ``port`` on ``host`` is taken (gRPC servers share ports by default, so
+    a second tritonserver would start beside the first and serve would then talk to the wrong one)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ServerError(
+                f"{what} port {port} on {host} is in use ({exc.strerror}): stop what holds it, or choose another port"
+            ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,7 +88,7 @@ class ServerSettings:
     mps: MpsMode = "auto"  # a private MPS daemon for a GPU repository where one can run (mps.py)
     model_control_key: str | None = None  # "HEADER=VALUE": load/unload allowed to requests carrying it
     extra_args: Sequence[str] = ()
-    public_http: bool = False  # HTTP on `host` too; else on 127.0.0.1 (access.py says why)
+    public_http: bool = False  # serve's HTTP front on `host` too; else on 127.0.0.1
     # The key for the admin APIs (access.ADMIN_APIS): the user's, else a random one only this process knows.
     admin_key: str = field(default="", repr=False)
 
@@ -70,7 +101,7 @@ class ServerSettings:
 
     @property
     def metrics_host(self) -> str:
-        """Loopback unless ``host`` is: the metrics port crashes as HTTP does; serve's front relays it."""
+        """Loopback unless ``host`` is: the metrics port crashes as Triton's HTTP does; serve's front relays it."""
         return access.http_host(self.host, public_http=False)
 
     @classmethod
@@ -87,10 +118,10 @@ class ServerSettings:
             str(binary.executable),
             f"--model-repository={self.repository}",
             f"--backend-directory={binary.backend_dir}",
-            f"--http-address={self.http_host}",
-            f"--http-port={self.http_port}",
+            "--allow-http=false",  # its HTTP crashes on single requests (access.py): http_front.py answers HTTP
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
+            "--reuse-grpc-port=false",
             f"--metrics-address={self.metrics_host}",
             f"--metrics-port={self.metrics_port}",
             *self._model_control_args(),
@@ -115,13 +146,19 @@ class ServerSettings:
 
 
 class TritonServer:
-    """One tritonserver process: ``with TritonServer(settings) as server: ...``."""
+    """One tritonserver process and serve's HTTP front for it: ``with TritonServer(settings) as server: ...``.
+
+    Both are started from the calling thread and stop when it ends (``_stop_with_parent``): start,
+    restart and stop from a thread that lives as long as the server is wanted (the main one).
+    """
 
     def __init__(self, settings: ServerSettings, *, binary: ServerBinary | None = None, log_path: Path | None = None):
         self.settings = settings
         self.binary = binary or find_server()
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self.front: subprocess.Popen | None = None  # http_front.py, kept across restarts of tritonserver
+        self._channel: grpc.Channel | None = None
         self.shm_prefix = ""  # this start's Python-backend region names (shm.py)
         self.mps: MpsDaemon | None = None
         self.gpu_sharing = ""  # how the GPUs' instances share them (mps.py), for serve to say
@@ -142,6 +179,8 @@ class TritonServer:
         """Launch the server and block until it reports ready (or raise with its log, or once
         ``cancel`` is set: serve stopping while supervise restarts the server)."""
         self.binary.install_python_stub()
+        self._check_ports()
+        shm.remove_orphans()
         self.shm_prefix = shm.new_prefix()
         command = [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)]
         env = server_environment(self.binary)
@@ -155,26 +194,63 @@ class TritonServer:
                     stdin=subprocess.DEVNULL,
                     env=self.mps.client_environment(env) if self.mps else env,
                     start_new_session=True,  # its own process group: stubs stop with it
+                    preexec_fn=_stop_with_parent,
                 )
+            self._start_front()
             self.wait_ready(timeout, cancel)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def is_ready(self, model: str | None = None) -> bool:
-        """The server (or one model) answers ready."""
-        path = f"/v2/models/{urllib.parse.quote(model)}/ready" if model else READY_PATH
+    def _check_ports(self) -> None:
+        settings = self.settings
+        check_port_free("gRPC", settings.host, settings.grpc_port)
+        check_port_free("metrics", settings.metrics_host, settings.metrics_port)
+        if not self.front_alive():
+            check_port_free("HTTP", settings.http_host, settings.http_port)
+
+    def _start_front(self) -> None:
+        """Start serve's HTTP front (http_front.py) unless it runs: it answers 503 while tritonserver restarts."""
+        if self.front_alive():
+            return
+        command = [sys.executable, "-m", "resnet_serve.server.http_front", "--host", self.settings.http_host,
+                   "--port", str(self.settings.http_port), "--grpc", self.grpc_url]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.front = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_stop_with_parent
+            )
+
+    def front_alive(self) -> bool:
+        return self.front is not None and self.front.poll() is None
+
+    def _front_listening(self) -> bool:
+        host, port = _connect_host(self.settings.http_host).strip("[]"), self.settings.http_port
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    @property
+    def _stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.grpc_url)
+        return service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def is_ready(self, model: str | None = None) -> bool:
+        """The server (or one model) answers ready, asked over gRPC."""
+        try:
+            if model is None:
+                return self._stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=2).ready
+            return self._stub.ModelReady(service_pb2.ModelReadyRequest(name=model), timeout=2).ready
+        except grpc.RpcError:
             return False
 
     def is_serving(self) -> bool:
-        """The server AND every model clients call answer ready (Triton's own readiness stays 200
-        after an ensemble is unloaded): what a client, or a probe, needs."""
-        return self.is_ready() and all(self.is_ready(model) for model in self.settings.models)
+        """The server AND every model clients call answer ready (Triton's own readiness stays true
+        after an ensemble is unloaded), and the HTTP front runs: what a client, or a probe, needs."""
+        return self.is_ready() and all(self.is_ready(model) for model in self.settings.models) and self.front_alive()
 
     def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -183,7 +259,9 @@ class TritonServer:
                 raise ServerError("stopped while starting")
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
-            if self.is_serving():
+            if self.front is not None and self.front.poll() is not None:
+                raise ServerError(f"the HTTP front exited with code {self.front.returncode}\n{self.log_tail()}")
+            if self.is_serving() and self._front_listening():
                 return
             time.sleep(0.2)
         raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n{self.log_tail()}")
@@ -196,6 +274,22 @@ class TritonServer:
         return f"--- last lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop tritonserver (``stop_server``), then the HTTP front."""
+        try:
+            return self.stop_server(timeout)
+        finally:
+            if self.front is not None:
+                self.front.terminate()
+                try:
+                    self.front.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.front.kill()
+                    self.front.wait()
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def stop_server(self, timeout: float = 30.0) -> int | None:
         """SIGTERM tritonserver alone: it drains in-flight requests and stops its Python stubs itself.
 
         After ``timeout`` seconds, or once it has exited, SIGKILL its process group so that no stub
@@ -261,17 +355,19 @@ class TritonServer:
             return []
         return [pid for pid in procfs.children(self.process.pid) if procfs.is_stub(pid) and procfs.alive(pid)]
 
-    def _admin_post(self, path: str, timeout: float) -> None:
-        """POST an admin (restricted) API over HTTP with the admin key; raises ServerError."""
+    def _model_control(self, action: str, model: str, timeout: float) -> None:
+        """Load or unload ``model`` over gRPC with the admin key; raises ServerError."""
         header, value = access.parse_key(self.settings.admin_key)
-        request = urllib.request.Request(f"http://{self.http_url}{path}", b"{}", {header: value})
+        metadata = [(access.GRPC_HEADER_PREFIX + header, value)]
         try:
-            with urllib.request.urlopen(request, timeout=timeout):
-                pass
-        except urllib.error.HTTPError as exc:
-            raise ServerError(f"POST {path}: HTTP {exc.code} {exc.read()[:300].decode(errors='replace')}") from None
-        except OSError as exc:
-            raise ServerError(f"POST {path}: {exc}") from None
+            if action == "load":
+                request = service_pb2.RepositoryModelLoadRequest(model_name=model)
+                self._stub.RepositoryModelLoad(request, metadata=metadata, timeout=timeout)
+            else:
+                request = service_pb2.RepositoryModelUnloadRequest(model_name=model)
+                self._stub.RepositoryModelUnload(request, metadata=metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise ServerError(f"{action} {model}: {exc.code().name} {exc.details()}") from None
 
     def reload_model(self, model: str, timeout: float = 120.0) -> None:
         """Unload ``model`` and load it again, with a new stub; the rest of the server keeps running.
@@ -281,18 +377,18 @@ class TritonServer:
         loaded reloads its composing models too: measured 20 s instead of 2). Raises ServerError.
         """
         were_ready = [entry for entry in self.settings.models if entry != model and self.is_ready(entry)]
-        name = urllib.parse.quote(model)
-        self._admin_post(f"/v2/repository/models/{name}/unload", timeout)
-        self._admin_post(f"/v2/repository/models/{name}/load", timeout)
+        self._model_control("unload", model, timeout)
+        self._model_control("load", model, timeout)
         for entry in were_ready:
             if not self.is_ready(entry):
-                self._admin_post(f"/v2/repository/models/{urllib.parse.quote(entry)}/load", timeout)
+                self._model_control("load", entry, timeout)
         if not self.is_ready(model) or not all(self.is_ready(entry) for entry in were_ready):
             raise ServerError(f"{model} was loaded again but is not ready")
 
     def restart(self, timeout: float = START_TIMEOUT_S, cancel: threading.Event | None = None) -> None:
-        """Stop without draining (a dead stub never finishes its requests), then start again."""
-        self.stop(timeout=5.0)
+        """Stop without draining (a dead stub never finishes its requests), then start again; the
+        HTTP front keeps its port and answers 503 meanwhile."""
+        self.stop_server(timeout=5.0)
         self.process = None
         self.start(timeout, cancel)
 

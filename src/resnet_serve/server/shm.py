@@ -10,10 +10,14 @@ behind (issue 14: 2.85 GB after a series of crashes). Giving each server start i
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
+from resnet_serve.server import procfs
+
 SHM_DIR = Path("/dev/shm")
+_PREFIX = re.compile(r"^resnet_serve_(\d+)_[0-9a-f]{8}_")
 
 
 def new_prefix() -> str:
@@ -41,3 +45,11 @@ def remove_regions(prefix: str, shm_dir: Path = SHM_DIR) -> int:
             continue
         freed += size
     return freed
+
+
+def remove_orphans(shm_dir: Path = SHM_DIR) -> int:
+    """Unlink the regions of servers started by a process of this project that no longer runs (its
+    pid in the name; e.g. a serve killed before it could clean up); bytes freed. Regions of live
+    processes, and every name that is not ours, are left alone."""
+    owners = {match[0]: int(match[1]) for path in shm_dir.glob("resnet_serve_*") if (match := _PREFIX.match(path.name))}
+    return sum(remove_regions(prefix, shm_dir) for prefix, pid in owners.items() if not procfs.alive(pid))

@@ -7,6 +7,7 @@ process ... is not healthy", so ``serve`` watches the stubs (:class:`StubWatch`)
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -106,9 +107,19 @@ def supervise(server: TritonServer, stop, log, backoff: Backoff | None = None) -
         if stop.wait(delay):
             break
         if done := _recover(server, model, log, stop):
+            _wait_for_old_stubs(server, sum(watch.expected.values()), stop)
             watch = StubWatch(server)
             log(f"{done} and ready ({len(watch.models)} Python stubs)")
     return 0
+
+
+def _wait_for_old_stubs(server: TritonServer, expected: int, stop, timeout_s: float = 10.0) -> None:
+    """Wait (at most ``timeout_s``) until no more stubs run than the configs ask for: Triton finalizes
+    an unloaded model's instances after their replacements load (measured: the surviving stub of a
+    two-instance model outlived the reload by up to 2 s), and a stub counted then is not a live one."""
+    deadline = time.monotonic() + timeout_s
+    while len(server.stub_pids()) > expected and time.monotonic() < deadline and not stop.wait(0.1):
+        pass
 
 
 def _recover(server: TritonServer, model: str | None, log, stop) -> str | None:
