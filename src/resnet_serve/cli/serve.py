@@ -28,8 +28,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--public", action="store_true", help="listen on all interfaces (0.0.0.0), with a warning")
-    parser.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP/REST port (default 8000)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port (default 8001)")
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=8000,
+        help="KServe v2 HTTP port, answered by serve itself (Triton's own HTTP never starts) (default 8000)",
+    )
+    parser.add_argument("--grpc-port", type=int, default=8001, help="tritonserver's gRPC port (default 8001)")
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -40,7 +45,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--public-http",
         action="store_true",
-        help="Triton's HTTP on --host too (default: 127.0.0.1 only; single requests crash Triton 2.51's HTTP)",
+        help="the HTTP port on --host too (default: 127.0.0.1 only)",
     )
     log = DEFAULT_WORKDIR / "tritonserver.log"
     parser.add_argument("--log-file", default=str(log), help=f"where tritonserver's log goes (default {log})")
@@ -84,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
     host = "0.0.0.0" if args.public else args.host
     if host not in LOOPBACK:
         warn(f"listening on {host}: anyone who can reach this machine can use the server")
-        if args.public_http:
-            warn("--public-http: Triton 2.51's HTTP front end crashes on some single requests; filter it in a proxy")
     repository = Path(args.repository)
     models = read_markers(repository)
     if not models or not all((repository / name / "config.pbtxt").is_file() for name in models):

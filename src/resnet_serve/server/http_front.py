@@ -391,10 +391,7 @@ class HttpFront:
         if request.method != "GET":
             raise BadRequest(f"{request.method} {path[:100]!r} is not served", 405)
         if rest == "":
-            metadata = await self.stub.ModelMetadata(
-                service_pb2.ModelMetadataRequest(name=model, version=version), timeout=5
-            )
-            return _json(message_json(metadata))
+            return _json(message_json(await self._metadata(model, version)))
         if rest == "/ready":
             answer = await self.stub.ModelReady(service_pb2.ModelReadyRequest(name=model, version=version), timeout=5)
             return web.Response(status=200 if answer.ready else 400)
@@ -408,14 +405,14 @@ class HttpFront:
             return _json(message_json(stats))
         raise BadRequest(f"not found: {path[:100]!r}", 404)
 
+    async def _metadata(self, model: str, version: str) -> service_pb2.ModelMetadataResponse:
+        return await self.stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=model, version=version), timeout=5)
+
     async def _contract(self, model: str, version: str) -> Contract:
         cached = self.contracts.get((model, version))
         if cached and time.monotonic() - cached[0] < CONTRACT_TTL_S:
             return cached[1]
-        metadata = await self.stub.ModelMetadata(
-            service_pb2.ModelMetadataRequest(name=model, version=version), timeout=5
-        )
-        contract = Contract.from_metadata(metadata)
+        contract = Contract.from_metadata(await self._metadata(model, version))
         self.contracts[(model, version)] = (time.monotonic(), contract)
         return contract
 
