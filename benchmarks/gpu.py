@@ -35,9 +35,9 @@ import torch
 from PIL import Image
 
 from resnet_serve import bench
+from resnet_serve.images.preprocess import PreprocessOptions
+from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_card import ModelCard
-from resnet_serve.preprocess import PreprocessOptions
-from resnet_serve.preprocess_gpu import GpuPreprocessor
 from resnet_serve.repository import RepositorySpec
 from resnet_serve.server import find_server
 from resnet_serve.server.mps import start_daemon
@@ -247,8 +247,8 @@ def main() -> None:
     work = ROOT / "build" / "gpu"
     work.mkdir(parents=True, exist_ok=True)
 
-    from resnet_serve.build import export_checked
-    from resnet_serve.weights import random_model
+    from resnet_serve.model.build import export_checked
+    from resnet_serve.model.weights import random_model
 
     loaded = random_model(args.arch)
     onnx, card = work / f"{args.arch}.onnx", loaded.card

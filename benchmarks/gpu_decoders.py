@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from resnet_serve.gpu_decode import DecoderChoice, NvImageCodecDecoder, TorchvisionDecoder
-from resnet_serve.preprocess import PreprocessOptions
-from resnet_serve.preprocess_gpu import GpuPreprocessor
-from resnet_serve.reference import reference_tensor
+from resnet_serve.images.gpu_decode import DecoderChoice, NvImageCodecDecoder, TorchvisionDecoder
+from resnet_serve.images.preprocess import PreprocessOptions
+from resnet_serve.images.preprocess_gpu import GpuPreprocessor
+from resnet_serve.images.reference import reference_tensor
 
 EXACT = PreprocessOptions(jpeg_draft=False, exif_transpose=False)
 DECODERS = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from resnet_serve.preprocess import (
+from resnet_serve.images.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessOptions,
@@ -28,7 +28,7 @@ from resnet_serve.preprocess import (
     preprocess_image,
     resize_and_crop,
 )
-from resnet_serve.reference import reference_tensor
+from resnet_serve.images.reference import reference_tensor
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mug.jpg"
 

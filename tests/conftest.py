@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_serve.preprocess import PreprocessOptions
+from resnet_serve.images.preprocess import PreprocessOptions
 from resnet_serve.repository import RepositorySpec, write_repository
 from resnet_serve.server import ServerSettings, TritonServer
 
@@ -102,14 +102,14 @@ def images(mug_jpeg: bytes, mug_image: Image.Image) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def model():
-    from resnet_serve.weights import random_resnet50
+    from resnet_serve.model.weights import random_resnet50
 
     return random_resnet50().model
 
 
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory, model) -> Path:
-    from resnet_serve.export import export_onnx
+    from resnet_serve.model.export import export_onnx
 
     return export_onnx(model, tmp_path_factory.mktemp("onnx") / "resnet50.onnx")
 
@@ -118,7 +118,7 @@ def reference_logits(model, images: list[bytes]) -> np.ndarray:
     """torchvision's ImageNet eval transform + the torch model, in process: the ground truth."""
     import torch
 
-    from resnet_serve.reference import reference_tensor
+    from resnet_serve.images.reference import reference_tensor
 
     batch = torch.from_numpy(np.stack([reference_tensor(data) for data in images]))
     with torch.inference_mode():

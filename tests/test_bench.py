@@ -11,8 +11,8 @@ import pytest
 from resnet_serve.bench import LoadGenerator, ModelTimes, Point, sweep, table
 from resnet_serve.client import TritonClassifier
 from resnet_serve.contract import ENSEMBLE_NAME
-from resnet_serve.preprocess import preprocess_batch
-from resnet_serve.quantize import agreement, quantize_int8
+from resnet_serve.images.preprocess import preprocess_batch
+from resnet_serve.model.quantize import agreement, quantize_int8
 from resnet_serve.repository import RepositorySpec, write_repository
 from resnet_serve.server import ServerSettings, TritonServer
 from test_cli import run_cli

@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from resnet_serve.weights import WEIGHTS_ENV, pretrained_cached, pretrained_weights
+from resnet_serve.model.weights import WEIGHTS_ENV, pretrained_cached, pretrained_weights
 
 from conftest import DATA_DIR, encode
 

@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
-from resnet_serve.build import parity_batch
-from resnet_serve.export import ExportError, check_parity, max_logit_difference
+from resnet_serve.model.build import parity_batch
+from resnet_serve.model.export import ExportError, check_parity, max_logit_difference
+from resnet_serve.model.weights import WeightsError, load_model, load_weights_file, random_resnet50
 from resnet_serve.ort_session import OrtClassifier, create_session
-from resnet_serve.weights import WeightsError, load_model, load_weights_file, random_resnet50
 
 
 def test_onnx_contract(onnx_model):

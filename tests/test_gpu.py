@@ -19,10 +19,10 @@ import torch
 from PIL import Image, ImageOps
 
 from hostile_payloads import base_images, bit_flips, random_bytes, truncations
-from resnet_serve.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
 from resnet_serve.gpu_placement import gpu_memory_gib, image_instances_for, instance_gpu, memory_pool_args, parse_gpus
-from resnet_serve.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
-from resnet_serve.preprocess_gpu import GpuPreprocessor, orient
+from resnet_serve.images.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
+from resnet_serve.images.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
+from resnet_serve.images.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
 from resnet_serve.server import ServerError, mps, procfs
 from resnet_serve.server.mps import CONTROL, DEFAULT_PIPE_DIRECTORY, PIPE_VARIABLE, MpsDaemon, start_daemon
@@ -86,7 +86,7 @@ def test_torch_preprocess_follows_the_model_card(images, fields):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 def test_the_gpu_path_refuses_what_the_cpu_path_refuses_in_the_same_words(mug_image, device):
     # Issue 16: the same bytes get the same outcome on both paths (nvJPEG decodes leniently, so every
-    # refusal rule must run before it, in image_checks). JPEG bit flips are the lenient decoder's case.
+    # refusal rule must run before it, in images.checks). JPEG bit flips are the lenient decoder's case.
     bases = base_images(mug_image)
     jpegs = {name: data for name, data in bases.items() if name.startswith("jpeg")}
     sent = truncations(bases, 8) + bit_flips(jpegs, 300) + random_bytes(60)
@@ -102,8 +102,8 @@ def test_the_gpu_path_refuses_what_the_cpu_path_refuses_in_the_same_words(mug_im
 
 def test_only_jpegs_with_more_than_the_picture_in_their_header_are_opened_by_pillow_first(images, monkeypatch):
     # Pillow's header parse cost 36-42 us an image on the GPU host (RESULTS.md, stop 19); a plain JPEG
-    # (no EXIF, profile or transform: image_checks) goes to the decoder without it, with the same answer.
-    from resnet_serve import preprocess_gpu
+    # (no EXIF, profile or transform: images.checks) goes to the decoder without it, with the same answer.
+    from resnet_serve.images import preprocess_gpu
 
     small = Image.open(io.BytesIO(images["mug_500x375.jpg"]))
     exif = Image.Exif()
@@ -213,7 +213,7 @@ def test_nvjpeg_preprocess_matches_the_cpu_path(images, decoder):
 @needs_cuda
 @pytest.mark.parametrize("decoder", GPU_DECODERS)
 def test_gpu_decode_is_within_a_hundredth_of_the_torchvision_eval_transform(images, decoder):
-    from resnet_serve.reference import reference_tensor
+    from resnet_serve.images.reference import reference_tensor
 
     names = ["mug.jpg", "mug_500x375.jpg", "mug_tiny.jpg"]  # the JPEGs the GPU decodes
     batch, errors = GpuPreprocessor("cuda", torch.float32, EXACT, decoder)([images[name] for name in names])
@@ -571,10 +571,10 @@ def test_fused_profile_serves_other_architectures_at_their_own_size(tmp_path, im
     # efficientnet_b0: bicubic 256/224; efficientnet_v2_s: 384/384 (CUDA graphs at that size). In fp32:
     # randomly initialised EfficientNets give logits of 4e-14 (b0) to 3e-6 (v2_s), below fp16's range
     # (b0's came back as zeros in fp16 on an H200); trained weights do not, and fp16 is the ResNet-50 test's.
-    from resnet_serve.build import export_checked
     from resnet_serve.client import TritonClassifier
+    from resnet_serve.model.build import export_checked
+    from resnet_serve.model.weights import pretrained_weights, random_model
     from resnet_serve.server import ServerSettings, TritonServer
-    from resnet_serve.weights import pretrained_weights, random_model
 
     loaded = random_model(arch)
     onnx = tmp_path / f"{arch}.onnx"

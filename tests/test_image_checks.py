@@ -1,4 +1,4 @@
-"""Checks before decoding (image_checks) and the request screening built on them (batching)."""
+"""Checks before decoding (images.checks) and the request screening built on them (batching)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 import hostile_payloads as hp
-from resnet_serve import image_checks
 from resnet_serve.batching import checked_lengths, gather_images, gather_requests, request_errors
 from resnet_serve.client import image_lengths, pack_images
-from resnet_serve.image_checks import ImageError, check_pixels, check_rows_filled, decoded_pixels, inspect_image
-from resnet_serve.preprocess import (
+from resnet_serve.images import checks as image_checks
+from resnet_serve.images.checks import ImageError, check_pixels, check_rows_filled, decoded_pixels, inspect_image
+from resnet_serve.images.preprocess import (
     EXIF_ORIENTATION,
     PreprocessOptions,
     exif_orientation,
@@ -327,7 +327,7 @@ def test_a_jpeg_of_several_scans_counts_at_full_size_in_the_decoded_pixels(mug_i
 
 def test_any_exception_checking_or_decoding_an_image_fails_that_image_alone(images, bases, monkeypatch):
     import resnet_serve.batching as batching
-    import resnet_serve.preprocess as preprocess
+    import resnet_serve.images.preprocess as preprocess
 
     real_inspect, real_decode = batching.inspect_image, preprocess.decode_rgb
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_serve.agreement import logit_agreement
 from resnet_serve.client import TritonClassifier
+from resnet_serve.images.preprocess import preprocess_image
+from resnet_serve.model.agreement import logit_agreement
 from resnet_serve.openvino_classifier import (
     OpenVinoClassifier,
     PrecisionError,
     cpu_capabilities,
     resolve_precision,
 )
-from resnet_serve.preprocess import preprocess_image
 from resnet_serve.repository import RepositorySpec, read_config, read_marker, write_repository
 from resnet_serve.runtimes import RUNTIMES
 from resnet_serve.server import ServerSettings, TritonServer
@@ -47,7 +47,7 @@ def batch(images) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory, onnx_model: Path, batch: np.ndarray) -> Path:
-    from resnet_serve.quantize import quantize_int8
+    from resnet_serve.model.quantize import quantize_int8
 
     return quantize_int8(onnx_model, tmp_path_factory.mktemp("int8") / "resnet50.int8.onnx", batch)
 

@@ -13,8 +13,9 @@ import torch
 import tritonclient.http as httpclient
 from PIL import Image
 
-from resnet_serve.build import export_checked
 from resnet_serve.client import TritonClassifier, pack_images
+from resnet_serve.model.build import export_checked
+from resnet_serve.model.weights import WeightsError, eval_card, load_weights_file, pretrained_weights, random_model
 from resnet_serve.model_card import (
     ModelCard,
     ModelCardError,
@@ -34,7 +35,6 @@ from resnet_serve.repository import (
     write_repository,
 )
 from resnet_serve.server import ServerSettings, TritonServer
-from resnet_serve.weights import WeightsError, eval_card, load_weights_file, pretrained_weights, random_model
 from test_cli import run_cli
 
 from conftest import EXACT, tiny_onnx

@@ -10,7 +10,7 @@ from PIL import Image
 
 from resnet_serve.batching import gather_images, request_errors
 from resnet_serve.client import pack_images
-from resnet_serve.preprocess import (
+from resnet_serve.images.preprocess import (
     EXIF_ORIENTATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,7 +20,7 @@ from resnet_serve.preprocess import (
     preprocess_image,
     rows_to_bytes,
 )
-from resnet_serve.reference import reference_tensor
+from resnet_serve.images.reference import reference_tensor
 
 from conftest import EXACT, encode, needs_example_photo
 
@@ -119,7 +119,7 @@ def test_requests_fail_alone_and_name_the_image(images):
 
 def test_a_served_batch_walks_each_image_structure_once(images, monkeypatch):
     import resnet_serve.batching as batching
-    import resnet_serve.preprocess as preprocess
+    import resnet_serve.images.preprocess as preprocess
 
     walked = []
     for module in (batching, preprocess):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from resnet_serve.client import Connection, TritonClassifier
-from resnet_serve.preprocess import ImageError, PreprocessOptions, preprocess_image
+from resnet_serve.images.preprocess import ImageError, PreprocessOptions, preprocess_image
 from resnet_serve.repository import ENSEMBLE_NAME, RepositorySpec, write_repository
 from resnet_serve.server import ServerSettings, TritonServer
 

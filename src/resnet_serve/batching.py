@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from resnet_serve.contract import ENSEMBLE_LENGTHS
-from resnet_serve.image_checks import ImageInfo, as_image_error, check_pixels, decoded_pixels, inspect_image
-from resnet_serve.preprocess import ImageError, PreprocessOptions, rows_to_bytes
+from resnet_serve.images.checks import ImageInfo, as_image_error, check_pixels, decoded_pixels, inspect_image
+from resnet_serve.images.preprocess import ImageError, PreprocessOptions, rows_to_bytes
 
 
 @dataclass

@@ -286,9 +286,9 @@ def in_process_ceiling(
     """
     import os
 
+    from resnet_serve.images.preprocess import PreprocessOptions, preprocess_batch
     from resnet_serve.model_card import card_for
     from resnet_serve.ort_session import OrtClassifier, create_session
-    from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 
     classify = classify or OrtClassifier(create_session(onnx_model, intra_op_threads=threads))
     options = PreprocessOptions(**card_for(onnx_model).preprocess_fields())  # as the served model is fed

@@ -276,7 +276,7 @@ class TritonClassifier:
         self.close()
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}  # image_checks.ALLOWED_FORMATS
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}  # images.checks.ALLOWED_FORMATS
 
 
 def image_paths(paths: Sequence[Path | str]) -> list[Path]:

@@ -15,7 +15,7 @@ from importlib import resources
 ENSEMBLE_NAME = "ensemble_python_resnet50"
 ENSEMBLE_INPUT = "INPUT"  # UINT8 [N, L]: encoded images, one per row
 # Optional INT64 [N, 1]: each row's image length, so that zero padding is never decoded. Without it (the
-# seed's client) a row ends where its image's own structure ends (resnet_serve.image_checks).
+# seed's client) a row ends where its image's own structure ends (resnet_serve.images.checks).
 ENSEMBLE_LENGTHS = "INPUT_LENGTHS"
 ENSEMBLE_OUTPUT = "OUTPUT"  # FP32 [N, NUM_CLASSES] logits
 MAX_BATCH_SIZE = 256

@@ -62,7 +62,7 @@ class ModelCard:
         return self.labels or labels()
 
     def preprocess_fields(self) -> dict[str, object]:
-        """The :class:`resnet_serve.preprocess.PreprocessOptions` values that feed this model."""
+        """The :class:`resnet_serve.images.preprocess.PreprocessOptions` values that feed this model."""
         return {"resize": self.resize, "crop": self.input_size, "interpolation": self.interpolation,
                 "mean": self.mean, "std": self.std}  # fmt: skip
 

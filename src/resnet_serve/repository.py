@@ -38,7 +38,6 @@ from resnet_serve.contract import (
     PREPROCESSED_TENSOR,
 )
 from resnet_serve.errors import ResnetServeError
-from resnet_serve.gpu_decode import DECODERS, GpuDecoder
 from resnet_serve.gpu_placement import (
     GIB_PER_IMAGE_INSTANCE,
     gpu_memory_gib,
@@ -47,10 +46,11 @@ from resnet_serve.gpu_placement import (
     image_instances_for,
     parse_gpus,
 )
+from resnet_serve.images.gpu_decode import DECODERS, GpuDecoder
+from resnet_serve.images.preprocess import PreprocessOptions
 from resnet_serve.model_card import ModelCard, card_for, check_model_shapes, file_sha256
 from resnet_serve.openvino_classifier import Precision
 from resnet_serve.options import option
-from resnet_serve.preprocess import PreprocessOptions
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.runtimes import RUNTIMES, set_parameters
 from resnet_serve.runtimes.torch_gpu import model_parameters

@@ -77,8 +77,8 @@ def model_classes(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
 
 
 def loaded_model(args: argparse.Namespace, fallback_to_random: bool = False):
-    """The classifier the weights options name (resnet_serve.weights.LoadedModel)."""
-    from resnet_serve.build import load_model
+    """The classifier the weights options name (resnet_serve.model.weights.LoadedModel)."""
+    from resnet_serve.model.build import load_model
 
     num_classes, labels = model_classes(args)
     return load_model(
@@ -109,8 +109,8 @@ def find_server(args: argparse.Namespace):
 def add_repository_options(parser: argparse.ArgumentParser) -> None:
     """How the repository's steps batch, thread and guard their input (repo and bench): every
     option field of RepositorySpec and PreprocessOptions."""
+    from resnet_serve.images.preprocess import PreprocessOptions
     from resnet_serve.options import add_arguments
-    from resnet_serve.preprocess import PreprocessOptions
     from resnet_serve.repository import RepositorySpec
 
     add_arguments(parser, RepositorySpec)
@@ -120,8 +120,8 @@ def add_repository_options(parser: argparse.ArgumentParser) -> None:
 def repository_spec(args: argparse.Namespace, *, model_file: Path, classifier: str, profile: str = "ours", **overrides):
     """The RepositorySpec of the options :func:`add_repository_options` added, plus these values
     (``overrides`` replace options, e.g. ``precision="int8"`` for ``repo --int8``)."""
+    from resnet_serve.images.preprocess import PreprocessOptions
     from resnet_serve.options import from_arguments
-    from resnet_serve.preprocess import PreprocessOptions
     from resnet_serve.repository import RepositorySpec
 
     preprocess = from_arguments(PreprocessOptions, args)

@@ -70,8 +70,8 @@ def example_image(workdir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnet_serve.build import ensure_onnx
     from resnet_serve.client import TritonClassifier, image_paths, read_images
+    from resnet_serve.model.build import ensure_onnx
     from resnet_serve.repository import RepositorySpec, write_repository
     from resnet_serve.server import ServerSettings, TritonServer
 

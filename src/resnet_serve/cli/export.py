@@ -84,9 +84,9 @@ def _preprocessing(args: argparse.Namespace) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     if args.onnx:
         return _describe_onnx(args)
-    from resnet_serve.agreement import report_openvino_precisions
-    from resnet_serve.build import export_checked, export_int8, parity_batch
     from resnet_serve.client import read_images
+    from resnet_serve.model.agreement import report_openvino_precisions
+    from resnet_serve.model.build import export_checked, export_int8, parity_batch
 
     if args.int8 and not args.calibration:
         say("error: --int8 needs --calibration IMG_OR_DIR (representative images, e.g. a few hundred photos)")

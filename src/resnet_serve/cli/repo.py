@@ -122,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _report_agreement(args: argparse.Namespace, name: str, model_file: Path, precision: str) -> None:
     """Print (and record in the repository) how far this precision agrees with fp32 on real images."""
-    from resnet_serve.agreement import openvino_agreement
     from resnet_serve.bench import synthetic_photos
-    from resnet_serve.build import decodable_batch
     from resnet_serve.client import read_images
+    from resnet_serve.model.agreement import openvino_agreement
+    from resnet_serve.model.build import decodable_batch
     from resnet_serve.model_card import card_for, fp32_model_file
     from resnet_serve.repository import update_marker
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.gpu_placement import memory_pool_args
-from resnet_serve.server import access, procfs, shm
+from resnet_serve.server import access, procfs, shm, with_parent
 from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
 from resnet_serve.server.mps import MpsDaemon, MpsMode, start_daemon
 
@@ -35,17 +34,6 @@ START_TIMEOUT_S = 600.0
 # CUDA memory pool for repositories whose steps pass GPU tensors: a full fp16 batch of 256 is 77 MB;
 # too small a pool makes Triton copy them through the host ("failed to copy data" in its log).
 GPU_TENSOR_POOL_BYTES = 1 << 30
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _stop_with_parent() -> None:
-    """Run in a child before it executes: SIGTERM it when the thread that started it dies, even by
-    SIGKILL (the OOM killer's way), so that no tritonserver, stub or front outlives serve (issue 28:
-    a SIGKILLed serve left its server holding the ports and the shared memory). Linux only."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -148,7 +136,7 @@ class ServerSettings:
 class TritonServer:
     """One tritonserver process and serve's HTTP front for it: ``with TritonServer(settings) as server: ...``.
 
-    Both are started from the calling thread and stop when it ends (``_stop_with_parent``): start,
+    Both are started from the calling thread and stop when it ends (``with_parent.py``): start,
     restart and stop from a thread that lives as long as the server is wanted (the main one).
     """
 
@@ -182,7 +170,9 @@ class TritonServer:
         self._check_ports()
         shm.remove_orphans()
         self.shm_prefix = shm.new_prefix()
-        command = [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)]
+        command = with_parent.command(
+            os.getpid(), [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)]
+        )
         env = server_environment(self.binary)
         self.mps, self.gpu_sharing = start_daemon(self.settings.mps, self.settings.gpus, env)
         try:
@@ -194,7 +184,6 @@ class TritonServer:
                     stdin=subprocess.DEVNULL,
                     env=self.mps.client_environment(env) if self.mps else env,
                     start_new_session=True,  # its own process group: stubs stop with it
-                    preexec_fn=_stop_with_parent,
                 )
             self._start_front()
             self.wait_ready(timeout, cancel)
@@ -214,11 +203,11 @@ class TritonServer:
         """Start serve's HTTP front (http_front.py) unless it runs: it answers 503 while tritonserver restarts."""
         if self.front_alive():
             return
-        command = [sys.executable, "-m", "resnet_serve.server.http_front", "--host", self.settings.http_host,
-                   "--port", str(self.settings.http_port), "--grpc", self.grpc_url]  # fmt: skip
+        front = [sys.executable, "-m", "resnet_serve.server.http_front", "--host", self.settings.http_host,
+                 "--port", str(self.settings.http_port), "--grpc", self.grpc_url]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.front = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_stop_with_parent
+                with_parent.command(os.getpid(), front), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
 
     def front_alive(self) -> bool:

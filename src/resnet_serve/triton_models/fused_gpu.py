@@ -8,8 +8,8 @@ which the two-step ensemble pays twice (benchmarks/RESULTS.md measures both).
 import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import gather_requests, request_errors, responses
+from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_params import config_parameters, tensor_names
-from resnet_serve.preprocess_gpu import GpuPreprocessor
 from resnet_serve.torch_classifier import instance_classifier
 
 

@@ -1,6 +1,6 @@
 """Triton Python-backend model: encoded images (UINT8 [N, L]) -> FP32 [N, 3, S, S] (S: the card's input size).
 
-A thin shell over :mod:`resnet_serve.preprocess`. Each image is decoded on its own; an image that
+A thin shell over :mod:`resnet_serve.images.preprocess`. Each image is decoded on its own; an image that
 fails gives its request an error naming the image, and the other requests of the batch go on.
 """
 
@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import gather_requests, request_errors, responses
+from resnet_serve.images.preprocess import PreprocessOptions, preprocess_batch
 from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
-from resnet_serve.preprocess import PreprocessOptions, preprocess_batch
 
 
 class TritonPythonModel:

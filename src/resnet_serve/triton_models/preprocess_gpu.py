@@ -1,6 +1,6 @@
 """Triton Python-backend model: encoded images (UINT8 [N, L]) -> [N, 3, S, S] on the GPU.
 
-A thin shell over :class:`resnet_serve.preprocess_gpu.GpuPreprocessor`: the images of every request
+A thin shell over :class:`resnet_serve.images.preprocess_gpu.GpuPreprocessor`: the images of every request
 in a dynamically batched execution decode together (nvJPEG), and each request's slice leaves by
 DLPack with no host copy. Its instance groups are KIND_CPU (UINT8 input), one per GPU (gpu_placement).
 """
@@ -10,8 +10,8 @@ import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 
 from resnet_serve.batching import gather_requests, request_errors, responses
+from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_params import config_parameters, cuda_device, tensor_names, torch_dtype_parameter
-from resnet_serve.preprocess_gpu import GpuPreprocessor
 
 
 class TritonPythonModel:

@@ -1,12 +1,12 @@
 """GPU preprocessing with torch: nvJPEG batch decode, resize, crop and normalize on the device.
 
-The same contract as :mod:`resnet_serve.preprocess` (shorter side to ``resize`` with the model's
+The same contract as :mod:`resnet_serve.images.preprocess` (shorter side to ``resize`` with the model's
 antialiased interpolation, centre crop, the model's normalization, EXIF orientation honoured), computed on a
-CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.gpu_decode`);
+CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.images.gpu_decode`);
 other formats, CMYK JPEGs, JPEGs whose samples libjpeg reads as RGB or that have a second frame, and
 JPEGs the GPU decoder refuses (some progressive files) decode on the CPU with Pillow and are uploaded.
 Every image is checked on the CPU first with the CPU path's rules and words (``checked_info``, then
-``open_checked`` unless image_checks found a plain JPEG, whose header Pillow would read as an upright
+``open_checked`` unless images.checks found a plain JPEG, whose header Pillow would read as an upright
 grey or RGB picture), so size limits hold before any pixel is decoded.
 """
 
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnet_serve.gpu_decode import make_decoders
-from resnet_serve.image_checks import ImageInfo, as_image_error
-from resnet_serve.preprocess import (
+from resnet_serve.images.checks import ImageInfo, as_image_error
+from resnet_serve.images.gpu_decode import make_decoders
+from resnet_serve.images.preprocess import (
     ImageError,
     PreprocessOptions,
     checked_info,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from resnet_serve.contract import NUM_CLASSES, ONNX_OPSET
+from resnet_serve.images.preprocess import ImageError, PreprocessOptions, preprocess_batch, preprocess_image
 from resnet_serve.model_card import DEFAULT_ARCH, INT8_SUFFIX, ModelCard, card_for, read_card, write_card
-from resnet_serve.preprocess import ImageError, PreprocessOptions, preprocess_batch, preprocess_image
 from resnet_serve.progress import say, step, warn
 
 PARITY_SEED = 0
@@ -38,10 +38,10 @@ def load_model(
     random_weights: bool = False,
     fallback_to_random: bool = False,
 ):
-    """Load a classifier (resnet_serve.weights); optionally fall back to random weights, loudly, when
+    """Load a classifier (resnet_serve.model.weights); optionally fall back to random weights, loudly, when
     torchvision's pretrained ones can't be had."""
-    from resnet_serve.weights import WeightsError, random_model
-    from resnet_serve.weights import load_model as load
+    from resnet_serve.model.weights import WeightsError, random_model
+    from resnet_serve.model.weights import load_model as load
 
     with step(f"Loading {arch} weights"):
         try:
@@ -71,7 +71,7 @@ def export_checked(loaded, output: Path, check_images: Sequence[bytes], opset: i
     """
     import torch
 
-    from resnet_serve.export import PARITY_TOLERANCE, check_parity, export_onnx
+    from resnet_serve.model.export import PARITY_TOLERANCE, check_parity, export_onnx
 
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx, state = _partial(output), _partial(output.with_suffix(".pt"))
@@ -119,7 +119,7 @@ def decodable_batch(images: Sequence[bytes], what: str, card: ModelCard | None =
 def export_int8(fp32: Path, calibration: Sequence[bytes], report: Sequence[bytes]) -> Path:
     """Quantize ``fp32`` to ``<stem>.int8.onnx`` (renamed into place once written, sharing fp32's
     card); print its agreement with fp32 on ``report``."""
-    from resnet_serve.quantize import agreement, quantize_int8
+    from resnet_serve.model.quantize import agreement, quantize_int8
 
     card = card_for(fp32)
     int8 = fp32.with_name(fp32.stem + INT8_SUFFIX + ".onnx")

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet_serve.contract import DEFAULT_MAX_REQUEST_BYTES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
-from resnet_serve.image_checks import (
+from resnet_serve.images.checks import (
     ImageError,
     ImageInfo,
     as_image_error,
@@ -78,7 +78,7 @@ def checked_info(
     data: bytes, options: PreprocessOptions = PreprocessOptions(), info: ImageInfo | None = None
 ) -> ImageInfo:
     """The checks of :func:`open_checked` made without Pillow: bytes present and within the limit,
-    their structure (image_checks: format, completeness) and every frame's size.
+    their structure (images.checks: format, completeness) and every frame's size.
 
     ``info`` is the bytes' :func:`inspect_image` result where the caller already checked them (a
     served batch screens every image before decoding): they are not walked a second time.
@@ -97,7 +97,7 @@ def checked_info(
 def opens_plain(info: ImageInfo) -> bool:
     """Whether :func:`open_checked` would open these checked bytes as an upright 8-bit grey or RGB
     JPEG of ``info.size``, so a JPEG decoder may take them without Pillow reading the header first:
-    image_checks found nothing in the header but the picture (``ImageInfo.plain``: no EXIF, colour
+    images.checks found nothing in the header but the picture (``ImageInfo.plain``: no EXIF, colour
     profile or colour transform), and the size is within Pillow's decompression-bomb limit."""
     width, height = info.size
     bomb = Image.MAX_IMAGE_PIXELS

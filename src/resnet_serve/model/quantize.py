@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_serve.agreement import logit_agreement
 from resnet_serve.contract import CLASSIFIER_INPUT
+from resnet_serve.model.agreement import logit_agreement
 from resnet_serve.ort_session import onnx_logits
 
 
