@@ -16,6 +16,12 @@ every frame and embedded bitstream count against the pixel limit, so a container
 is small cannot smuggle a large image. Other formats (TIFF, ICO, PSD, EPS ...) are refused: their
 headers do not bound what decoding costs (ICO embeds PNGs of any size; TIFF's strips, tiles and
 pages lie anywhere in the file), and JPEG/PNG/WebP/GIF/BMP are what web uploads and ImageNet use.
+For the same reason arithmetic-coded JPEGs and run-length BMPs are refused by name.
+
+Each image's data must also hold what its header declares, so that no decoder invents pixels: a
+JPEG scan at least its blocks' least cost under its own Huffman tables (``_check_scan_data``), a
+PNG's stream every row (``check_rows_filled``, one inflate, after the pixel limits). The walks are
+loops, not recursion, and stop early on files of countless tiny chunks (``_max_steps``).
 """
 
 from __future__ import annotations
