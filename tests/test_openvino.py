@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from resnet_serve.client import TritonClassifier
+from resnet_serve.host import available_cores, classifier_share
 from resnet_serve.images.preprocess import preprocess_image
 from resnet_serve.model.agreement import logit_agreement
 from resnet_serve.openvino_classifier import (
@@ -93,6 +94,22 @@ def test_big_batches_run_in_chunks_with_the_same_logits(onnx_model, batch):
     together = classifier(batch)  # 6 images: a call of 4 and a call of 2
     alone = np.concatenate([classifier(batch[k : k + 1]) for k in range(len(batch))])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-4)
+
+
+def test_batches_of_four_and_more_run_on_the_busy_threads_with_the_same_logits(onnx_model, batch):
+    every = OpenVinoClassifier(model_file=onnx_model, precision="fp32", threads=2)
+    shared = OpenVinoClassifier(model_file=onnx_model, precision="fp32", threads=2, busy_threads=1)
+    assert "(1 for batches of 4+)" in shared.describe() and "for batches" not in every.describe()
+    assert shared.busy_request is not shared.request and every.busy_request is every.request
+    for size in (1, 3, 4, 6):  # 1 and 3 on both threads, 4 and 6 on one
+        np.testing.assert_allclose(shared(batch[:size]), every(batch[:size]), rtol=0, atol=1e-4)
+
+
+def test_threads_given_serve_every_batch_and_auto_threads_are_the_cores(onnx_model):
+    auto = OpenVinoClassifier(model_file=onnx_model, precision="fp32")
+    assert (auto.threads, auto.busy_threads) == (available_cores(), classifier_share(available_cores()))
+    given = OpenVinoClassifier(model_file=onnx_model, precision="fp32", threads=1)
+    assert (given.threads, given.busy_threads) == (1, 1)
 
 
 def _rss_mb() -> float:

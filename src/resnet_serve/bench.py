@@ -282,10 +282,11 @@ def in_process_ceiling(
     """Decode + preprocess (as the model's card says) + classifier in this process with no server:
     what serving can approach.
 
-    ``classify`` (preprocessed batch -> logits) defaults to ONNX Runtime on ``onnx_model``.
+    As served, the two overlap on the same cores: the next batch is decoded (on ``threads`` threads,
+    0: every core) while the classifier runs this one. Latencies are per batch, from its classifier
+    call's start to the next's. ``classify`` (preprocessed batch -> logits) defaults to ONNX Runtime.
     """
-    import os
-
+    from resnet_serve.host import available_cores
     from resnet_serve.images.preprocess import PreprocessOptions, preprocess_batch
     from resnet_serve.model_card import card_for
     from resnet_serve.ort_session import OrtClassifier, create_session
@@ -293,17 +294,22 @@ def in_process_ceiling(
     classify = classify or OrtClassifier(create_session(onnx_model, intra_op_threads=threads))
     options = PreprocessOptions(**card_for(onnx_model).preprocess_fields())  # as the served model is fed
     done, latencies = 0, []
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        group = [images[k % len(images)] for k in range(batch)]
-        classify(preprocess_batch(group, options, pool)[0])  # warm-up
+    with ThreadPoolExecutor(threads or available_cores()) as pool, ThreadPoolExecutor(1) as producer:
+
+        def prepared(first: int):
+            return preprocess_batch([images[(first + k) % len(images)] for k in range(batch)], options, pool)[0]
+
+        classify(prepared(0))  # warm-up
         start = time.perf_counter()
+        pending = producer.submit(prepared, 0)
         while time.perf_counter() - start < seconds:
             began = time.perf_counter()
-            group = [images[(done + k) % len(images)] for k in range(batch)]
-            classify(preprocess_batch(group, options, pool)[0])
+            ready, pending = pending.result(), producer.submit(prepared, done + batch)
+            classify(ready)
             latencies.append((time.perf_counter() - began) * 1000)
             done += batch
         elapsed = time.perf_counter() - start
+        pending.cancel()
     return Point(
         setup="in-process",
         concurrency=1,
@@ -500,10 +506,11 @@ def run_setups(
     points: list[Point] = []
     for setup in setups:
         if setup == "in-process":
-            classifier = RUNTIMES[ours.classifier].in_process(replace(ours, model_file=files.onnx))
+            model = files.int8_onnx if ours.precision == "int8" else files.onnx  # as the setup 'int8' serves
+            classifier = RUNTIMES[ours.classifier].in_process(replace(ours, model_file=model))
             say(f"[in-process] decode + preprocess + {ours.classifier} {ours.precision}, batch {in_process_batch} ...")
             points.append(
-                in_process_ceiling(images, files.onnx, sweep_settings.seconds, in_process_batch, classify=classifier)
+                in_process_ceiling(images, model, sweep_settings.seconds, in_process_batch, classify=classifier)
             )
             continue
         spec = setup_spec(setup, ours, files)

@@ -8,7 +8,6 @@ ONNX of ``export --int8``: OpenVINO reads its Q/DQ pairs as FakeQuantize and run
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 
 from resnet_serve.errors import ResnetServeError
+from resnet_serve.host import available_cores, classifier_share
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH, run_in_batches
 
 if TYPE_CHECKING:
@@ -58,16 +58,18 @@ def resolve_precision(requested: str, capabilities: Collection[str]) -> str:
     return requested
 
 
-def default_threads() -> int:
-    """The cores this process may run on (the cgroup/affinity view, not the host's count)."""
-    return len(os.sched_getaffinity(0))
+# Batches of at least this many images run on the loaded model (``busy_threads``): a batch of several
+# means requests queued, so the next batch is being decoded beside it. Smaller ones, a lone request
+# at low load, run on every core as before (16-core Xeon, 1 in flight: 5.3 ms on 16 threads, 6.7 on 12).
+LOADED_FROM = 4
 
 
 def compile_properties(precision: str, threads: int) -> dict[str, object]:
     """OpenVINO CPU properties for a resolved precision: one stream, LATENCY hint, ``threads`` threads.
 
-    LATENCY (one stream using every thread on one batch) measured faster than THROUGHPUT on 2 cores:
-    Triton already forms the batches, and THROUGHPUT's extra streams split the cores between them.
+    One stream of every thread on each batch: Triton already forms the batches. Splitting a batch
+    across 2-8 streams (THROUGHPUT) measured erratic on 16 cores, from 0.5x to 1.1x of one stream
+    (benchmarks/cpu_cores.py, RESULTS.md issue 31).
     """
     if precision not in _INFERENCE_PRECISION:
         raise PrecisionError(f"resolve the precision first; got {precision!r}")
@@ -85,11 +87,14 @@ def is_quantized(model: ov.Model) -> bool:
 
 
 class OpenVinoClassifier:
-    """ResNet-50 logits from an ONNX (or OpenVINO IR) model compiled once for the CPU.
+    """Logits from an ONNX (or OpenVINO IR) model compiled once for the CPU.
 
-    The model keeps its dynamic batch axis: one compiled model and one infer request serve every
-    batch size, at most ``max_run_batch`` images per call (as the ONNX Runtime classifier), and
-    :meth:`warm_up` runs those sizes at load so serving memory is set before the first request.
+    The model keeps its dynamic batch axis: one compiled model serves every batch size, at most
+    ``max_run_batch`` images per call (as the ONNX Runtime classifier). ``threads`` (0: the cores
+    this process may use) run it; batches of LOADED_FROM or more images run on ``busy_threads``
+    (0: ``threads`` where given, else :func:`~resnet_serve.host.classifier_share` of the cores), in a
+    second compiled model where that number differs. :meth:`warm_up` runs every size at load so
+    serving memory is set before the first request.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class OpenVinoClassifier:
         model_file: Path | str,
         precision: str = "auto",
         threads: int = 0,
+        busy_threads: int = 0,
         max_run_batch: int = DEFAULT_MAX_RUN_BATCH,
         capabilities: Collection[str] | None = None,
     ) -> None:
@@ -105,6 +111,8 @@ class OpenVinoClassifier:
 
         if max_run_batch < 1:
             raise ValueError(f"max_run_batch must be at least 1, got {max_run_batch}")
+        if threads < 0 or busy_threads < 0:
+            raise ValueError(f"threads must be 0 (auto) or more, got {threads} and {busy_threads}")
         core = ov.Core()
         if capabilities is None:
             capabilities = core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
@@ -114,19 +122,25 @@ class OpenVinoClassifier:
         if quantized != (self.precision == "int8"):
             what = "an int8 (quantized)" if quantized else "a float"
             raise PrecisionError(f"{model_file} is {what} model, which cannot run at precision {self.precision}")
-        self.threads = threads or default_threads()
+        self.threads = threads or available_cores()
+        # threads given and no busy_threads: the caller's number for every batch
+        self.busy_threads = min(busy_threads or (threads or classifier_share(self.threads)), self.threads)
         self.max_run_batch = max_run_batch
         self.compiled = core.compile_model(model, DEVICE, compile_properties(self.precision, self.threads))
         self.request = self.compiled.create_infer_request()
+        self.busy_request = self.request
+        if self.busy_threads != self.threads:
+            busy = core.compile_model(model, DEVICE, compile_properties(self.precision, self.busy_threads))
+            self.busy_request = busy.create_infer_request()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return run_in_batches(self._run, images, self.max_run_batch)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         # share_inputs: OpenVINO reads the (contiguous fp32) batch in place; outputs are copied out,
-        # because the request reuses its output buffer on the next call.
-        result = self.request.infer({0: np.ascontiguousarray(images, dtype=np.float32)}, share_inputs=True)
-        return result[0]
+        # because a request reuses its output buffer on the next call.
+        request = self.busy_request if len(images) >= LOADED_FROM else self.request
+        return request.infer({0: np.ascontiguousarray(images, dtype=np.float32)}, share_inputs=True)[0]
 
     def warm_up(self) -> None:
         """Run every batch size from ``max_run_batch`` down to 1 once, on zeros.
@@ -134,7 +148,8 @@ class OpenVinoClassifier:
         OpenVINO keeps per-shape state (its kernels and buffers for each input shape): over batch
         sizes 1..32 a model warmed on powers of two only grew by another 19-48% of its RSS the first
         time it saw each size, and not at all the second time. Running every size at load sets that
-        bound before serving (the load takes ~530 images of compute at the default of 32).
+        bound before serving (the load takes ~530 images of compute at the default of 32), on each
+        compiled model for the sizes it runs.
         """
         shape = [dim.get_length() for dim in self.compiled.input(0).get_partial_shape()[1:]]
         zeros = np.zeros([self.max_run_batch, *shape], np.float32)
@@ -142,13 +157,12 @@ class OpenVinoClassifier:
             self._run(zeros[:size])
 
     def describe(self) -> str:
-        """What runs, as OpenVINO reports it after compiling, e.g. ``bf16 (bf16 compute), 2 threads, LATENCY``."""
+        """What runs, as OpenVINO reports it after compiling, e.g. ``bf16 (bf16 compute), 16 threads (12 for
+        batches of 4+), at most 32 a call``."""
         compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
-        hint = str(self.compiled.get_property("PERFORMANCE_HINT")).rsplit(".", 1)[-1]
-        return (
-            f"{self.precision} ({compute} compute), {threads} threads, {hint}, up to {self.max_run_batch} images a call"
-        )
+        busy = f" ({self.busy_threads} for batches of {LOADED_FROM}+)" if self.busy_request is not self.request else ""
+        return f"{self.precision} ({compute} compute), {threads} threads{busy}, at most {self.max_run_batch} a call"
 
 
 # The model's names in a version directory: an ONNX file, or an OpenVINO IR pair.

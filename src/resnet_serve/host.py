@@ -1,0 +1,58 @@
+"""The CPU cores this process may use: its affinity, capped by a cgroup CPU quota (as Kubernetes sets).
+
+``os.cpu_count()`` counts the host's cores, not ours: a container limited to 4 CPUs on a 64-core host
+would start 64 decode threads and 64 inference threads on 4 cores' worth of time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def quota_cores(cpu_max: str) -> int | None:
+    """Cores a cgroup v2 ``cpu.max`` line ("QUOTA PERIOD", or "max PERIOD") allows, rounded up; None: no cap."""
+    fields = cpu_max.split()
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    quota, period = int(fields[0]), int(fields[1])
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def _cgroup_cpu_max(root: Path) -> str:
+    """This cgroup's quota as a ``cpu.max`` line: cgroup v2's own file, or v1's quota and period."""
+    try:
+        return (root / "cpu.max").read_text()
+    except OSError:
+        pass
+    try:
+        quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+        period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+    except OSError:
+        return ""
+    return "max 100000" if quota == "-1" else f"{quota} {period}"
+
+
+def available_cores(root: Path = CGROUP_ROOT) -> int:
+    """The cores this process may run on: its CPU affinity, capped by its cgroup's CPU quota."""
+    cores = len(os.sched_getaffinity(0))
+    cap = quota_cores(_cgroup_cpu_max(root))
+    return min(cores, cap) if cap else cores
+
+
+# Under load the next batch is decoded while the classifier runs this one, on the same cores, and
+# OpenVINO's threads meet at the end of every layer: one that a decode thread preempts stalls them
+# all. So on 8 or more cores a busy classifier leaves a quarter of them free (decoding still may use
+# every core). 16-core Xeon (AMX), 500x375 JPEG, decode + classify in one process, decode on 16
+# threads (benchmarks/cpu_cores.py, RESULTS.md issue 31): classifier on 12 threads against 16, bf16
+# 312 vs 222 img/s at batch 8 and 346 vs 302 at 32, int8 535 vs 359 and 602 vs 489. On 2 cores a
+# quarter is no core: the classifier keeps every core, as before.
+SHARE_FROM = 8
+
+
+def classifier_share(cores: int) -> int:
+    """Threads of a classifier busy beside decoding, on ``cores`` cores: three quarters from SHARE_FROM on."""
+    return cores - cores // 4 if cores >= SHARE_FROM else cores
