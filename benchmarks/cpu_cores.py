@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_serve.host import available_cores
-from resnet_serve.openvino_classifier import OpenVinoClassifier, compile_properties
+from resnet_serve.openvino_classifier import OpenVinoClassifier, compile_properties, cpu_capabilities
 
 BATCHES = (1, 4, 8, 32)
 STREAMS = (1, 2, 4, 8)
@@ -108,7 +108,10 @@ def main() -> None:
     cores = available_cores()
     print(f"{cores} cores")
     results: dict[str, object] = {"cores": cores}
-    models = {"bf16": args.model, **({"int8": args.int8} if args.int8 else {})}
+    models = {
+        ("bf16" if "BF16" in cpu_capabilities() else "fp32"): args.model,
+        **({"int8": args.int8} if args.int8 else {}),
+    }
     for precision, model_file in models.items():
         table = {}
         for streams in STREAMS:
@@ -133,7 +136,7 @@ def main() -> None:
     from resnet_serve.bench import in_process_ceiling
 
     image = args.image.read_bytes()
-    share = cores - cores // 4
+    share = cores - cores // 4  # as host.classifier_share from 8 cores; below, to see the effect at all
     for precision, model_file in models.items():
         # decode threads beside the classifier's: every core for both (oversubscribed under load),
         # the classifier on three quarters, or each on its own share

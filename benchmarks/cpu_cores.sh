@@ -16,7 +16,7 @@ py=${PYTHON:-.venv/bin/python}
 mkdir -p "$out"
 echo "$(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p'); amx: $(grep -c amx_int8 /proc/cpuinfo || true) threads"
 if [ "$phase" = in-process ]; then
-  $py benchmarks/cpu_cores.py --model "$model" --int8 "$int8" --image "$image" --seconds "${seconds%.*}" \
+  $py benchmarks/cpu_cores.py --model "$model" --int8 "$int8" --image "$image" --seconds "$seconds" \
     --json "$out/in-process.json" 2>&1 | tee "$out/in-process.txt"
   exit
 fi
@@ -37,7 +37,7 @@ done
 for variant in "$@"; do
   label=${variant%%=*}; read -ra options <<< "${variant#*=}"
   [[ " ${options[*]} " == *" --setup "* ]] || options+=(--setup ours)
-  peak & sampler=$!
+  echo 0 > "$out/peak-rss-$label.txt"; peak & sampler=$!; trap 'kill $sampler 2>/dev/null' EXIT
   bench "${options[@]}" --concurrency 1,8,32,64 --json "$out/served-$label.json" | tee "$out/served-$label.txt"
   bench "${options[@]}" --concurrency 16 --images-per-request 8 --json "$out/served8-$label.json" \
     | tee "$out/served8-$label.txt"

@@ -13,6 +13,7 @@ def test_a_quota_allows_its_cores_rounded_up_and_max_allows_any():
     assert quota_cores("50000 100000") == 1
     assert quota_cores("max 100000") is None
     assert quota_cores("") is None
+    assert quota_cores("garbage 100000") is None and quota_cores("-1 100000") is None
 
 
 def test_available_cores_are_the_affinity_capped_by_the_cgroup_quota(tmp_path):

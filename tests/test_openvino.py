@@ -103,13 +103,20 @@ def test_batches_of_four_and_more_run_on_the_busy_threads_with_the_same_logits(o
     assert shared.busy_request is not shared.request and every.busy_request is every.request
     for size in (1, 3, 4, 6):  # 1 and 3 on both threads, 4 and 6 on one
         np.testing.assert_allclose(shared(batch[:size]), every(batch[:size]), rtol=0, atol=1e-4)
+        ran, idle = (shared.busy_request, shared.request) if size >= 4 else (shared.request, shared.busy_request)
+        assert ran.get_input_tensor(0).shape[0] == size and idle.get_input_tensor(0).shape[0] != size
 
 
-def test_threads_given_serve_every_batch_and_auto_threads_are_the_cores(onnx_model):
+def test_threads_given_serve_every_batch_and_auto_threads_are_the_cores(onnx_model, monkeypatch):
     auto = OpenVinoClassifier(model_file=onnx_model, precision="fp32")
     assert (auto.threads, auto.busy_threads) == (available_cores(), classifier_share(available_cores()))
-    given = OpenVinoClassifier(model_file=onnx_model, precision="fp32", threads=1)
-    assert (given.threads, given.busy_threads) == (1, 1)
+    monkeypatch.setattr("resnet_serve.openvino_classifier.available_cores", lambda: 16)
+    sixteen = OpenVinoClassifier(model_file=onnx_model, precision="fp32")
+    assert (sixteen.threads, sixteen.busy_threads) == (16, 12) and "(12 for batches of 4+)" in sixteen.describe()
+    given = OpenVinoClassifier(model_file=onnx_model, precision="fp32", threads=16)
+    assert (given.threads, given.busy_threads) == (16, 16) and given.busy_request is given.request
+    capped = OpenVinoClassifier(model_file=onnx_model, precision="fp32", threads=8, busy_threads=20)
+    assert capped.busy_threads == 8
 
 
 def _rss_mb() -> float:

@@ -16,7 +16,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 def quota_cores(cpu_max: str) -> int | None:
     """Cores a cgroup v2 ``cpu.max`` line ("QUOTA PERIOD", or "max PERIOD") allows, rounded up; None: no cap."""
     fields = cpu_max.split()
-    if len(fields) != 2 or fields[0] == "max":
+    if len(fields) != 2 or not all(field.isdigit() for field in fields):  # "max PERIOD", or unreadable
         return None
     quota, period = int(fields[0]), int(fields[1])
     return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None

@@ -59,8 +59,10 @@ def resolve_precision(requested: str, capabilities: Collection[str]) -> str:
 
 
 # Batches of at least this many images run on the loaded model (``busy_threads``): a batch of several
-# means requests queued, so the next batch is being decoded beside it. Smaller ones, a lone request
-# at low load, run on every core as before (16-core Xeon, 1 in flight: 5.3 ms on 16 threads, 6.7 on 12).
+# images mostly means requests queued, so the next batch is being decoded beside it (one request of
+# 4+ images alone runs there too). Smaller ones, a lone request at low load, run on every core as
+# before (16-vCPU Xeon, bf16, 1 in flight, classifier compute 5.3 ms on 16 threads, 7.3 on 12; int8
+# there measured 8.4 on 16 and 5.1 on 12, within that host's noise: RESULTS.md issue 31).
 LOADED_FROM = 4
 
 
@@ -89,7 +91,7 @@ def is_quantized(model: ov.Model) -> bool:
 class OpenVinoClassifier:
     """Logits from an ONNX (or OpenVINO IR) model compiled once for the CPU.
 
-    The model keeps its dynamic batch axis: one compiled model serves every batch size, at most
+    The model keeps its dynamic batch axis: each compiled model serves every batch size, at most
     ``max_run_batch`` images per call (as the ONNX Runtime classifier). ``threads`` (0: the cores
     this process may use) run it; batches of LOADED_FROM or more images run on ``busy_threads``
     (0: ``threads`` where given, else :func:`~resnet_serve.host.classifier_share` of the cores), in a
@@ -129,7 +131,7 @@ class OpenVinoClassifier:
         self.compiled = core.compile_model(model, DEVICE, compile_properties(self.precision, self.threads))
         self.request = self.compiled.create_infer_request()
         self.busy_request = self.request
-        if self.busy_threads != self.threads:
+        if self.busy_threads != self.threads and max_run_batch >= LOADED_FROM:
             busy = core.compile_model(model, DEVICE, compile_properties(self.precision, self.busy_threads))
             self.busy_request = busy.create_infer_request()
 

@@ -122,7 +122,7 @@ class RepositorySpec:
     preprocess_threads: int = option(0, "decode threads per preprocess instance (0: all cores)")
     classifier_instances: int = option(1, "classifier model instances")
     classifier_threads: int = option(
-        0, "classifier threads (0: all cores; OpenVINO on 8+ cores: three quarters for batches of 4+)"
+        0, "classifier threads (0: all cores; the Python-backend OpenVINO one on 8+ cores: 3/4 for batches of 4+)"
     )
     classifier_run_batch: int = option(
         DEFAULT_MAX_RUN_BATCH, "images per classifier call (ONNX Runtime, OpenVINO), bounding its memory"

@@ -34,7 +34,7 @@ class OpenVino(Runtime):
 
 @dataclass(frozen=True)
 class OpenVinoPython(OpenVino):
-    """One compiled model for every batch size; threads by the cores where it loads (OpenVinoClassifier)."""
+    """Compiled for every batch size; threads by the cores where it loads (OpenVinoClassifier)."""
 
     def precision(self, requested: str) -> str:
         """Resolved now, for this machine's CPU (the one expected to serve), so the repository records it."""
