@@ -285,7 +285,8 @@ def in_process_ceiling(
     As served, the two overlap on the same cores: the next batch is decoded (on ``threads`` threads,
     0: every core) while the classifier runs this one. Latencies are the pipeline's period per batch
     (waiting for the decoded batch, then classifying it), so not comparable with older figures that
-    decoded and classified one after the other. ``classify`` (preprocessed batch -> logits) defaults to ONNX Runtime.
+    decoded and classified one after the other. ``classify`` (preprocessed batch -> logits)
+    defaults to ONNX Runtime.
     """
     from resnet_serve.host import available_cores
     from resnet_serve.images.preprocess import PreprocessOptions, preprocess_batch

@@ -33,7 +33,7 @@ def _cgroup_cpu_max(root: Path) -> str:
         period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
     except OSError:
         return ""
-    return "max 100000" if quota == "-1" else f"{quota} {period}"
+    return f"{quota} {period}"  # v1's "-1" (no quota) reads as no cap, as v2's "max"
 
 
 def available_cores(root: Path = CGROUP_ROOT) -> int:

@@ -125,13 +125,15 @@ class OpenVinoClassifier:
             what = "an int8 (quantized)" if quantized else "a float"
             raise PrecisionError(f"{model_file} is {what} model, which cannot run at precision {self.precision}")
         self.threads = threads or available_cores()
-        # threads given and no busy_threads: the caller's number for every batch
-        self.busy_threads = min(busy_threads or (threads or classifier_share(self.threads)), self.threads)
+        # threads given and no busy_threads: the caller's number for every batch; no batch of
+        # LOADED_FROM images when calls stay under it
+        busy = busy_threads or (threads or classifier_share(self.threads))
+        self.busy_threads = min(busy, self.threads) if max_run_batch >= LOADED_FROM else self.threads
         self.max_run_batch = max_run_batch
         self.compiled = core.compile_model(model, DEVICE, compile_properties(self.precision, self.threads))
         self.request = self.compiled.create_infer_request()
         self.busy_request = self.request
-        if self.busy_threads != self.threads and max_run_batch >= LOADED_FROM:
+        if self.busy_threads != self.threads:
             busy = core.compile_model(model, DEVICE, compile_properties(self.precision, self.busy_threads))
             self.busy_request = busy.create_infer_request()
 
