@@ -454,6 +454,8 @@ def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> Repositor
         "gpu": replace(ours, **torch),
         "fused-gpu": replace(ours, **torch, profile="fused"),
         "seed-gpu": replace(ours, **torch, profile="seed"),
+        # no server: the model of the precision asked, as the setup 'int8' serves it
+        "in-process": replace(ours, model_file=files.int8_onnx if ours.precision == "int8" else files.onnx),
     }
     return specs[setup]
 
@@ -506,18 +508,16 @@ def run_setups(
     """Each setup in turn on the same server binary and images: serve it, sweep it, stop it."""
     points: list[Point] = []
     for setup in setups:
-        if setup == "in-process":
-            model = files.int8_onnx if ours.precision == "int8" else files.onnx  # as the setup 'int8' serves
-            classifier = RUNTIMES[ours.classifier].in_process(replace(ours, model_file=model))
-            say(f"[in-process] decode + preprocess + {ours.classifier} {ours.precision}, batch {in_process_batch} ...")
-            points.append(
-                in_process_ceiling(images, model, sweep_settings.seconds, in_process_batch, classify=classifier)
-            )
-            continue
         spec = setup_spec(setup, ours, files)
         if not Path(spec.model_file).is_file():
             raise BenchError(
                 f"setup {setup} needs {spec.model_file}; make it with `resnet-serve export` (--int8 for int8)"
             )
+        if setup == "in-process":
+            classifier = RUNTIMES[ours.classifier].in_process(spec)
+            say(f"[in-process] decode + preprocess + {ours.classifier} {ours.precision}, batch {in_process_batch} ...")
+            seconds = sweep_settings.seconds
+            points.append(in_process_ceiling(images, spec.model_file, seconds, in_process_batch, classify=classifier))
+            continue
         points += serve_and_sweep(setup, spec, images, sweep_settings, workdir, binary)
     return points
