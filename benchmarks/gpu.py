@@ -21,6 +21,7 @@ Steps (each printed as it goes; a short table at the end):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import multiprocessing
@@ -109,7 +110,7 @@ def decode_ceiling(images: list[bytes], options: PreprocessOptions, batch: int =
     group = [images[k % len(images)] for k in range(batch)]
     seconds = timed(lambda: preprocess(group), 10)
     width, height = Image.open(io.BytesIO(images[0])).size
-    decoder = type(preprocess.decoders.for_batch(batch * width * height)).__name__
+    decoder = type(preprocess.decoders.for_image(width * height)).__name__
     print(f"GPU preprocess ({decoder}) batch {batch}: {batch / seconds:9.0f} img/s", flush=True)
     return batch / seconds
 
@@ -188,6 +189,7 @@ class GpuBusy:
         pynvml.nvmlInit()
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         self.samples: list[list[int]] = []
+        self.jpeg_samples: list[list[int]] = []  # the hardware JPEG engines, where NVML reports them
         self.memory = [0.0] * len(handles)
         before = [pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30 for h in handles]
         self._stop = threading.Event()
@@ -195,6 +197,9 @@ class GpuBusy:
         def sample() -> None:
             while not self._stop.wait(0.2):
                 self.samples.append([pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles])
+                # an older NVML, or a GPU without JPEG engines: not reported
+                with contextlib.suppress(AttributeError, pynvml.NVMLError):
+                    self.jpeg_samples.append([pynvml.nvmlDeviceGetJpgUtilization(h)[0] for h in handles])
                 used = [pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30 for h in handles]
                 used = [now - start for now, start in zip(used, before, strict=True)]
                 self.memory = [round(max(pair), 1) for pair in zip(self.memory, used, strict=True)]
@@ -212,7 +217,22 @@ class GpuBusy:
 
     @property
     def mean(self) -> list[float]:
-        return [round(sum(column) / len(column), 1) for column in zip(*self.samples, strict=True)]
+        return _column_means(self.samples)
+
+    @property
+    def jpeg_mean(self) -> list[float]:
+        return _column_means(self.jpeg_samples)
+
+
+def _column_means(samples: list[list[int]]) -> list[float]:
+    return [round(sum(column) / len(column), 1) for column in zip(*samples, strict=True)]
+
+
+def cores_per_thousand(point: bench.Point) -> float | None:
+    """Host cores busy per 1,000 img/s at a point (the clients' included: they run on the same host)."""
+    if point.host_cpu_pct is None or not point.img_per_s:
+        return None
+    return point.host_cpu_pct / 100 * (os.cpu_count() or 1) / (point.img_per_s / 1000)
 
 
 def mps_running() -> bool:
@@ -294,6 +314,7 @@ def main() -> None:
     count = torch.cuda.device_count()
     # (name, setup, images per request, concurrencies, repository overrides)
     # (-nomps: without the MPS daemon the server starts by default, server/mps.py)
+    # fmt: off
     runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
         ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:6], {"gpus": one}),
@@ -301,9 +322,17 @@ def main() -> None:
         ("fused-gpu-nomps-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "mps": "off"}),
         ("fused-nvimg", "fused-gpu", 1, concurrencies[3:], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
         ("fused-nvimg-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "gpu_decoder": "nvimgcodec"}),
+        ("gpu", "gpu", 1, concurrencies[2:5], {"gpus": one}),
         ("gpu-x8", "gpu", 8, concurrencies[2:5], {"gpus": one}),
+        # issue 30: does the two-step profile fall past 256 in flight for want of CUDA pool (1 GiB)?
+        ("gpu-x8-pool4g", "gpu", 8, concurrencies[2:5], {"gpus": one, "pool_mib": 4096}),
+        # camera photos (3361x2521) one per request: auto (nvImageCodec where installed), or torchvision's nvJPEG
+        ("fused-photo", "fused-gpu", 1, concurrencies[2:4], {"gpus": one, "image": "photo"}),
+        ("fused-photo-torchvision", "fused-gpu", 1, concurrencies[2:4],
+         {"gpus": one, "image": "photo", "gpu_decoder": "torchvision"}),
         ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
+    # fmt: on
     # fused instances per GPU: decode of one batch beside another's classifier
     instance_counts = [int(n) for n in args.instances.split(",")]
     for instances in instance_counts:
@@ -327,16 +356,20 @@ def main() -> None:
     files = bench.ModelFiles(onnx=onnx, int8_onnx=onnx, torch_weights=weights)
     for name, setup, per_request, levels, overrides in runs:
         mps = overrides.get("mps", "auto")
-        repository = {key: value for key, value in overrides.items() if key != "mps"}
+        pool = overrides.get("pool_mib")
+        images = [mug] if overrides.get("image") == "photo" else [small]
+        repository = {key: value for key, value in overrides.items() if key not in ("mps", "pool_mib", "image")}
         spec = replace(bench.setup_spec(setup, ours, files), max_queue_delay_us=args.queue_delay_us, **repository)
         processes = args.client_processes * len(spec.gpu_ids)
         sweep = bench.Sweep(concurrencies=levels, seconds=args.seconds, images_per_request=per_request,
                             client_processes=processes)  # fmt: skip
         with GpuBusy() as sampled:
-            points += bench.serve_and_sweep(name, spec, [small], sweep, work / "bench", binary, mps)
+            points += bench.serve_and_sweep(name, spec, images, sweep, work / "bench", binary, mps,
+                                            cuda_memory_pool_bytes=pool and pool << 20)  # fmt: skip
         busy[name] = sampled.mean
         print(bench.table([p for p in points if p.setup == name]), flush=True)
-        print(f"{name}: mean GPU utilization {busy[name]} %, the server's GPU memory {sampled.memory} GiB", flush=True)
+        print(f"{name}: mean GPU utilization {busy[name]} %, JPEG engines {sampled.jpeg_mean or 'not reported'} %, "
+              f"the server's GPU memory {sampled.memory} GiB", flush=True)  # fmt: skip
     (args.out / "gpu-sweep.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
     bench.plot(points, args.out / "gpu-sweep.png", f"{args.arch} ensemble on GPU (500x375 JPEG)")
     print(bench.table(points))
@@ -347,6 +380,10 @@ def main() -> None:
         best = max(p.img_per_s for p in points if p.setup == name)
         print(f"{name:<16} best {best:8.1f} img/s = {best / (ceiling * gpus_of[name]):.2f} of the ceiling"
               f" x {gpus_of[name]} GPU; GPU utilization {busy[name]} %")  # fmt: skip
+    print(f"host cores busy per 1,000 img/s ({os.cpu_count()} cores; the load clients' share included):")
+    for point in points:
+        if (cores := cores_per_thousand(point)) is not None:
+            print(f"{point.setup:<18} {point.concurrency:>5} x {point.images_per_request}: {cores:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,14 @@ import torch
 from PIL import Image, ImageOps
 
 from hostile_payloads import base_images, bit_flips, random_bytes, truncations
-from resnet_serve.gpu_placement import gpu_memory_gib, image_instances_for, instance_gpu, memory_pool_args, parse_gpus
+from resnet_serve.gpu_placement import (
+    gpu_memory_gib,
+    image_instances_for,
+    instance_gpu,
+    memory_pool_args,
+    parse_gpus,
+    tensor_pool_bytes,
+)
 from resnet_serve.images.gpu_decode import DecoderChoice, TorchvisionDecoder, make_decoders, nvimgcodec_installed
 from resnet_serve.images.preprocess import EXIF_ORIENTATION, open_checked, preprocess_batch, preprocess_image
 from resnet_serve.images.preprocess_gpu import GpuPreprocessor, orient
@@ -172,6 +179,43 @@ def test_warm_up_runs_every_decoder_a_batch_may_choose():
     assert calls["small"] >= 1 and calls["large"] >= 1
 
 
+def test_each_jpeg_goes_to_the_decoder_of_its_size_one_call_per_decoder(images):
+    calls = []
+
+    def named(name):
+        def decode(data):
+            calls.append((name, len(data)))
+            return TorchvisionDecoder(torch.device("cpu"))(data)
+
+        return decode
+
+    preprocess = GpuPreprocessor("cpu", torch.float32)
+    preprocess.decoders = DecoderChoice(named("small"), named("large"))
+    small, photo = images["mug_500x375.jpg"], images["mug.jpg"]  # 0.19 and 8.5 MP
+    batch, errors = preprocess([small, photo, small])
+    assert errors == [None] * 3 and sorted(calls) == [("large", 1), ("small", 2)]
+    expected, _ = GpuPreprocessor("cpu", torch.float32)([small, photo, small])
+    torch.testing.assert_close(batch, expected, rtol=0, atol=0)  # each answer back in its place
+
+
+def test_images_of_one_size_resize_in_chunks_within_the_pixel_budget(images, monkeypatch):
+    from resnet_serve.images import preprocess_gpu
+
+    small = images["mug_500x375.jpg"]
+    whole, _ = GpuPreprocessor("cpu", torch.float32)([small] * 5)
+    sizes = []
+    resize = preprocess_gpu.resize_crop_normalize
+    monkeypatch.setattr(preprocess_gpu, "resize_crop_normalize", lambda b, o: sizes.append(len(b)) or resize(b, o))
+    monkeypatch.setattr(preprocess_gpu, "RESIZE_CHUNK_PIXELS", 2 * 500 * 375)
+    chunked, _ = GpuPreprocessor("cpu", torch.float32)([small] * 5)
+    assert sizes == [2, 2, 1]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    monkeypatch.setattr(preprocess_gpu, "RESIZE_CHUNK_PIXELS", 1)  # a budget under one image: one at a time
+    sizes.clear()
+    GpuPreprocessor("cpu", torch.float32)([small] * 2)
+    assert sizes == [1, 1]
+
+
 def test_torch_preprocess_reports_bad_images_alone(images):
     batch, errors = GpuPreprocessor("cpu", torch.float32)([images["mug_500x375.jpg"], b"junk", b""])
     assert errors[0] is None and batch.shape == (3, 3, 224, 224)
@@ -188,7 +232,7 @@ def test_eager_classifier_matches_the_model(model, images):
 def test_gpu_repository_passes_fp16_tensors_by_dlpack(tmp_path):
     weights = tmp_path / "resnet50.pt"
     weights.write_bytes(b"state dict")
-    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda")
+    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", profile="ours")
     root = write_repository(tmp_path / "repo", spec)
     preprocess = read_config(root / "preprocess" / "config.pbtxt")
     classifier = read_config(root / "resnet50_torch" / "config.pbtxt")
@@ -258,7 +302,8 @@ def test_cuda_graph_classifier_matches_fp32_within_fp16_tolerance(model, images)
 def test_gpu_repository_places_one_pipeline_on_each_gpu(tmp_path):
     weights = tmp_path / "resnet50.pt"
     weights.write_bytes(b"state dict")
-    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", gpus="0,2", preprocess_instances=2)
+    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", gpus="0,2", preprocess_instances=2,
+                          profile="ours")  # fmt: skip
     root = write_repository(tmp_path / "repo", spec)
     preprocess = read_config(root / "preprocess" / "config.pbtxt")
     assert [(g.name, g.kind, g.count) for g in preprocess.instance_group] == [
@@ -294,6 +339,11 @@ def test_gpus_with_less_memory_get_fewer_instances_by_default(tmp_path, monkeypa
     assert replace(spec, preprocess_instances=6).image_instances == 6  # asked for: as asked
     assert image_instances_for((), 8) == 8  # no nvidia-smi (CPU CI): the default
     gpu_memory_gib.cache_clear()
+
+
+def test_the_tensor_pool_is_4_gib_on_gpus_of_64_gib_or_more():
+    assert tensor_pool_bytes((139.8, 139.8)) == 4 << 30
+    assert tensor_pool_bytes((139.8, 22.5)) == tensor_pool_bytes(()) == 1 << 30  # the smallest GPU; unknown
 
 
 def test_every_gpu_in_use_gets_the_cuda_memory_pool():
@@ -478,10 +528,10 @@ def test_a_server_runs_its_clients_through_its_mps_daemon_on_the_gpus_uuids_and_
     assert not procfs.alive(daemon) and not directory.exists() and not any((tmp_path / "cwd").iterdir())
 
 
-def test_auto_decoder_takes_the_large_batch_decoder_only_for_large_batches():
+def test_auto_decoder_takes_the_large_image_decoder_only_for_large_images():
     choice = DecoderChoice(small="torchvision", large="nvimgcodec")
-    assert choice.for_batch(256 * 500 * 375) == "torchvision"  # 48 MP: torchvision measured faster
-    assert choice.for_batch(64 * 3361 * 2521) == "nvimgcodec"  # 542 MP: nvImageCodec measured 1.85x
+    assert choice.for_image(500 * 375) == "torchvision"  # torchvision measured faster at every batch
+    assert choice.for_image(3361 * 2521) == "nvimgcodec"  # the hardware JPEG engines
     on_cpu = make_decoders(torch.device("cpu"), "auto")  # tests without a GPU: torchvision's CPU decoder
     assert on_cpu.small is on_cpu.large and isinstance(on_cpu.small, TorchvisionDecoder)
     with pytest.raises(ValueError, match="unknown GPU decoder 'nvjpeg'"):

@@ -93,14 +93,22 @@ def test_missing_model_file_is_an_error(tmp_path):
         write_repository(tmp_path / "repo", RepositorySpec(model_file=tmp_path / "nope.onnx"))
 
 
+def test_the_default_profile_is_fused_for_the_gpu_classifier_and_ours_elsewhere(tmp_path, fake_onnx):
+    gpu = RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda")
+    assert (gpu.profile, replace(gpu, profile="ours").profile) == ("fused", "ours")  # asked for: as asked
+    assert RepositorySpec(model_file=fake_onnx).profile == "ours"
+    assert RepositorySpec(model_file=fake_onnx, classifier="trt", device="cuda").profile == "ours"  # a plan: two steps
+    root = write_repository(tmp_path / "gpu", gpu)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["ensemble_python_resnet50"]  # one model
+
+
 def test_marker_says_when_steps_pass_gpu_tensors(tmp_path, fake_onnx):
     from resnet_serve.repository import read_marker
 
     cpu = write_repository(tmp_path / "cpu", RepositorySpec(model_file=fake_onnx))
-    gpu = write_repository(tmp_path / "gpu", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda"))
-    fused = write_repository(
-        tmp_path / "fused", RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", profile="fused")
-    )
+    two_step = RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", profile="ours")
+    gpu = write_repository(tmp_path / "gpu", two_step)
+    fused = write_repository(tmp_path / "fused", replace(two_step, profile="fused"))
     assert [read_marker(root)["gpu_tensors"] for root in (cpu, gpu, fused)] == [False, True, False]
     assert read_marker(tmp_path / "nowhere") == {}
 
@@ -110,7 +118,7 @@ def test_expected_stub_count_follows_the_instance_groups(tmp_path, fake_onnx):
     from resnet_serve.server import expected_stub_count, visible_gpu_count
 
     cpu = write_repository(tmp_path / "cpu", RepositorySpec(model_file=fake_onnx, preprocess_instances=3))
-    two_gpus = RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", gpus="0,1")
+    two_gpus = RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda", gpus="0,1", profile="ours")
     gpu = write_repository(tmp_path / "gpu", two_gpus)
     fused = write_repository(tmp_path / "fused", replace(two_gpus, profile="fused"))
     ngc = write_repository(tmp_path / "ngc", RepositorySpec(model_file=fake_onnx, classifier="onnx"))

@@ -451,7 +451,7 @@ def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> Repositor
         "ort-fp32": replace(ours, model_file=files.onnx, classifier="ort", precision="fp32"),
         # The seed example's classifier: fp32 ONNX on ONNX Runtime.
         "seed": replace(ours, model_file=files.onnx, profile="seed", classifier="ort", precision="fp32"),
-        "gpu": replace(ours, **torch),
+        "gpu": replace(ours, **torch, profile="ours"),  # the two-step ensemble
         "fused-gpu": replace(ours, **torch, profile="fused"),
         "seed-gpu": replace(ours, **torch, profile="seed"),
         # no server: the model of the precision asked, as the setup 'int8' serves it
@@ -468,13 +468,17 @@ def serve_and_sweep(
     workdir: Path,
     binary=None,
     mps: MpsMode = "auto",
+    cuda_memory_pool_bytes: int | None = None,
 ) -> list[Point]:
-    """Write ``spec``'s repository, start tritonserver on free ports (``mps``: server/mps.py), sweep, stop."""
+    """Write ``spec``'s repository, start tritonserver on free ports (``mps``: server/mps.py), sweep, stop.
+    ``cuda_memory_pool_bytes``: per GPU (None: serve's default for the repository)."""
+    from resnet_serve.gpu_placement import gpu_memory_gib, tensor_pool_bytes
     from resnet_serve.repository import read_marker, write_repository
-    from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer
+    from resnet_serve.server import ServerSettings, TritonServer
 
     repository = write_repository(workdir / setup / "model_repository", spec)
-    pool = GPU_TENSOR_POOL_BYTES if spec.passes_gpu_tensors else 0
+    pool = tensor_pool_bytes(gpu_memory_gib()) if spec.passes_gpu_tensors else 0
+    pool = pool if cuda_memory_pool_bytes is None else cuda_memory_pool_bytes
     gpus = read_marker(repository, spec.name).get("gpus", [])
     settings = ServerSettings.on_free_ports(
         repository.resolve(), models=(spec.name,), cuda_memory_pool_bytes=pool, gpus=gpus, mps=mps

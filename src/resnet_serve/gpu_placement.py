@@ -63,8 +63,8 @@ def instance_gpu(args: Mapping[str, str]) -> int:
 
 
 # GPU memory an instance of the image-taking model may hold: 4.5 GiB per fused instance under load on
-# an H100 (benchmarks/RESULTS.md, stop 21; 36.8 GiB for 8 on an H200 in stop 22), plus 1 GiB for
-# the server's CUDA memory pool and headroom.
+# an H100 (benchmarks/RESULTS.md, stop 21; 36.8 GiB for 8 on an H200 in stop 22), plus headroom (and
+# the two-step profile's CUDA memory pool: tensor_pool_bytes).
 GIB_PER_IMAGE_INSTANCE = 5.5
 
 
@@ -84,6 +84,19 @@ def image_instances_for(memory_gib: Sequence[float], most: int) -> int:
     if not memory_gib:
         return most
     return max(1, min(most, int(min(memory_gib) // GIB_PER_IMAGE_INSTANCE)))
+
+
+# CUDA memory pool per GPU for repositories whose steps pass GPU tensors (the two-step profile): the
+# preprocessed batches waiting for the classifier live there, and once it is full Triton copies them
+# through the host. One H200, 8 images/request: with 1 GiB, 9,574 img/s at 256 in flight fell to 7,219
+# at 512 (4 KB short of 1.2 GB of tensors waiting); with 4 GiB, 9,864 and 9,933 (benchmarks/RESULTS.md,
+# issue 30). GPUs under 64 GiB keep 1 GiB, which their fewer instances fill less (not measured there).
+LARGE_TENSOR_POOL_BYTES, SMALL_TENSOR_POOL_BYTES = 4 << 30, 1 << 30
+
+
+def tensor_pool_bytes(memory_gib: Sequence[float]) -> int:
+    """The CUDA memory pool for GPU tensors passed between steps, by the smallest GPU's memory (GiB)."""
+    return LARGE_TENSOR_POOL_BYTES if memory_gib and min(memory_gib) >= 64 else SMALL_TENSOR_POOL_BYTES
 
 
 def memory_pool_args(gpus: Sequence[int], pool_bytes: int) -> list[str]:

@@ -18,6 +18,19 @@ from resnet_serve.model_card import DEFAULT_ARCH
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+def finish(device: torch.device) -> None:
+    """Wait until ``device`` has run what its current stream holds, the calling thread asleep.
+
+    ``Stream.synchronize`` and ``.cpu()`` wait as the CUDA context schedules its host threads, which
+    spins a core while a process has fewer contexts than the host has cores: each of 8 instances on a
+    16-core H200 host kept a core busy under load (benchmarks/RESULTS.md). An event made with
+    ``blocking=True`` lets the thread sleep until the GPU signals it.
+    """
+    event = torch.cuda.Event(blocking=True)
+    event.record(torch.cuda.current_stream(device))
+    event.synchronize()
+
+
 def load_state_dict_model(
     weights_file: str,
     device: torch.device,

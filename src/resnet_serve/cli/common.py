@@ -117,7 +117,7 @@ def add_repository_options(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, PreprocessOptions)
 
 
-def repository_spec(args: argparse.Namespace, *, model_file: Path, classifier: str, profile: str = "ours", **overrides):
+def repository_spec(args: argparse.Namespace, *, model_file: Path, classifier: str, profile: str = "auto", **overrides):
     """The RepositorySpec of the options :func:`add_repository_options` added, plus these values
     (``overrides`` replace options, e.g. ``precision="int8"`` for ``repo --int8``)."""
     from resnet_serve.images.preprocess import PreprocessOptions

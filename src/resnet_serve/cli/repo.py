@@ -60,8 +60,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile",
         choices=sorted(PROFILES),
-        default="ours",
-        help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()) + " (default ours)",
+        default="auto",
+        help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()) + " (default auto)",
     )
     parser.add_argument(
         "--classifier",

@@ -68,7 +68,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--cuda-memory-pool-mb",
         type=int,
-        help="GPU memory pool for tensors passed between steps (default: 1024 for --device cuda repositories, else 0)",
+        help="GPU memory pool for tensors passed between steps (default for two-step GPU repositories: 4096 on GPUs "
+        "of 64+ GiB, else 1024; 0 for others)",
     )
     parser.add_argument(
         "--mps",
@@ -82,8 +83,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnet_serve.gpu_placement import gpu_memory_gib, tensor_pool_bytes
     from resnet_serve.repository import model_description, read_markers, require_current_models
-    from resnet_serve.server import GPU_TENSOR_POOL_BYTES, ServerSettings, TritonServer, free_port
+    from resnet_serve.server import ServerSettings, TritonServer, free_port
     from resnet_serve.server.front import StatusFront
 
     host = "0.0.0.0" if args.public else args.host
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cuda_memory_pool_mb is not None:
         pool_bytes = args.cuda_memory_pool_mb << 20
     else:
-        pool_bytes = GPU_TENSOR_POOL_BYTES if any(entry.get("gpu_tensors") for entry in models.values()) else 0
+        passes = any(entry.get("gpu_tensors") for entry in models.values())
+        pool_bytes = tensor_pool_bytes(gpu_memory_gib()) if passes else 0
     settings = ServerSettings(
         repository=repository.resolve(),
         models=tuple(models),

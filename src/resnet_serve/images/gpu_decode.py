@@ -1,6 +1,6 @@
 """Batched JPEG decode on a CUDA device: encoded bytes -> uint8 RGB [3, H, W] tensors, None where it fails.
 
-Two decoders with one interface (``decoder(list_of_bytes)``), chosen per batch by :func:`make_decoders`:
+Two decoders with one interface (``decoder(list_of_bytes)``), chosen per image by :func:`make_decoders`:
 
 - :class:`NvImageCodecDecoder`: nvImageCodec (``pip install resnet-serve[gpu]``), NVIDIA's maintained
   decoder; nvJPEG with the hardware JPEG engines where the GPU has them, CUDA otherwise.
@@ -95,24 +95,26 @@ def nvimgcodec_installed() -> bool:
         return False
 
 
-# Decoded pixels in one batch from which "auto" takes nvImageCodec. Measured on an H200 (results/gpu-multi-gpu.md,
-# whole GPU preprocess): torchvision won at every batch of 500x375 JPEGs (b256 = 48 MP: 10.4k vs 6.3k img/s) and
-# up to 8 photos of 3361x2521 (68 MP); nvImageCodec won from 32 photos (271 MP: 974 vs 807 img/s; 64: 1308 vs 707).
-LARGE_BATCH_PIXELS = 128_000_000
+# Pixels of one image from which "auto" takes nvImageCodec. Measured on an H200: torchvision won at
+# every batch of 500x375 JPEGs (0.19 MP; b256: 10.4k vs 6.3k img/s, whole GPU preprocess,
+# results/gpu-multi-gpu.md); served with 8 fused instances, one 3361x2521 photo (8.5 MP) per request,
+# 64 in flight: nvImageCodec 1,168 img/s, torchvision 1,002 (both on the hardware JPEG engines by NVML;
+# benchmarks/RESULTS.md, issue 30). Nothing between the two sizes was measured: 2 MP is not tuned.
+LARGE_IMAGE_PIXELS = 2_000_000
 
 
 class DecoderChoice(NamedTuple):
-    """The decoder for a batch, by its decoded size (``small`` and ``large`` may be the same one)."""
+    """The decoder of each image, by its decoded size (``small`` and ``large`` may be the same one)."""
 
     small: Callable[[Sequence[bytes]], list]
     large: Callable[[Sequence[bytes]], list]
 
-    def for_batch(self, pixels: int) -> Callable[[Sequence[bytes]], list]:
-        return self.large if pixels >= LARGE_BATCH_PIXELS else self.small
+    def for_image(self, pixels: int) -> Callable[[Sequence[bytes]], list]:
+        return self.large if pixels >= LARGE_IMAGE_PIXELS else self.small
 
 
 def make_decoders(device: torch.device, name: str = "auto") -> DecoderChoice:
-    """The decoder(s) called ``name``. ``auto``: torchvision, and nvImageCodec for large batches when
+    """The decoder(s) called ``name``. ``auto``: torchvision, and nvImageCodec for large images when
     installed. On a CPU device (tests without a GPU) torchvision's CPU decoder stands in."""
     if name not in DECODERS:
         raise ValueError(f"unknown GPU decoder {name!r}; choose one of {', '.join(DECODERS)}")

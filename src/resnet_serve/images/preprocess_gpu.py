@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,12 @@ from resnet_serve.images.preprocess import (
     resized_size,
 )
 
+# Most decoded pixels resized in one call. Resizing holds several float copies of its input on the GPU:
+# one H200, 8 fused instances, one 3361x2521 photo per request at 256 in flight: instances resizing
+# their batches of photos (16 on average) at once asked for up to 10.3 GiB in one allocation, ran out of
+# memory and failed 78 and 267 requests in 5 s (two runs; benchmarks/RESULTS.md, issue 30). 64 M pixels
+# is 7 such photos, and keeps a full batch of 256 500x375 JPEGs (48 M) in one call, as measured.
+RESIZE_CHUNK_PIXELS = 64_000_000
 # Longest resized side decoded on the GPU; stranger aspect ratios take the CPU path, which resamples
 # only the crop, so a 100000x2 image cannot exhaust GPU memory.
 MAX_GPU_RESIZED_SIDE = 4096
@@ -136,7 +142,7 @@ class GpuPreprocessor:
         set-up (nvJPEG handles, the hardware engines' state) happens at model load, not on the first
         requests (cold, 32 instances on 4 H200s served 36 img/s at a 1.9 s median for their first
         seconds; benchmarks/RESULTS.md, stop 20)."""
-        if self.decoders.large is not self.decoders.small:  # one small JPEG takes the small one, below
+        if self.decoders.large is not self.decoders.small:  # the small JPEG below takes the small one
             self.decoders.large([_sample_jpeg()])
         self([_sample_jpeg()])
         if self.device.type == "cuda":
@@ -169,8 +175,7 @@ class GpuPreprocessor:
     def _decode(self, images: Sequence[bytes], infos: Sequence[ImageInfo | None]) -> list[_Decoded]:
         decoded: list[_Decoded] = [_Decoded() for _ in images]
         checked = list(infos)
-        jpegs: list[int] = []
-        jpeg_pixels = 0
+        jpegs: dict[Callable, list[int]] = {}  # the JPEGs each GPU decoder takes, in one batch each
         orientations: dict[int, int] = {}
         for index, data in enumerate(images):
             try:
@@ -181,12 +186,11 @@ class GpuPreprocessor:
             if orientation is None:
                 decoded[index] = self._cpu_decode(data, checked[index])
                 continue
-            jpegs.append(index)
-            jpeg_pixels += checked[index].size[0] * checked[index].size[1]
+            width, height = checked[index].size
+            jpegs.setdefault(self.decoders.for_image(width * height), []).append(index)
             orientations[index] = orientation
-        if jpegs:
-            decode = self.decoders.for_batch(jpeg_pixels)
-            for index, pixels in zip(jpegs, decode([images[i] for i in jpegs]), strict=True):
+        for decode, indices in jpegs.items():
+            for index, pixels in zip(indices, decode([images[i] for i in indices]), strict=True):
                 if pixels is None:  # the GPU refused it: Pillow decides
                     decoded[index] = self._cpu_decode(images[index], checked[index])
                 else:
@@ -204,7 +208,9 @@ class GpuPreprocessor:
         for index, item in enumerate(decoded):
             if item.pixels is not None:
                 by_size.setdefault(tuple(item.pixels.shape[-2:]), []).append(index)
-        for indices in by_size.values():  # images of one size are resized together
-            batch = torch.stack([decoded[i].pixels for i in indices])
-            out[indices] = resize_crop_normalize(batch, self.options).to(self.dtype)
+        for (height, width), indices in by_size.items():  # images of one size are resized together
+            step = max(1, RESIZE_CHUNK_PIXELS // (height * width))
+            for chunk in (indices[start : start + step] for start in range(0, len(indices), step)):
+                batch = torch.stack([decoded[i].pixels for i in chunk])
+                out[chunk] = resize_crop_normalize(batch, self.options).to(self.dtype)
         return out, [item.error for item in decoded]

@@ -3,7 +3,6 @@ serving (:mod:`.supervise`)."""
 
 from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
 from resnet_serve.server.process import (
-    GPU_TENSOR_POOL_BYTES,
     LIVE_PATH,
     READY_PATH,
     ServerSettings,
@@ -13,7 +12,6 @@ from resnet_serve.server.process import (
 from resnet_serve.server.supervise import StubWatch, expected_stub_count, supervise, visible_gpu_count
 
 __all__ = [
-    "GPU_TENSOR_POOL_BYTES",
     "LIVE_PATH",
     "READY_PATH",
     "ServerBinary",

@@ -31,9 +31,6 @@ LIVE_PATH = "/v2/health/live"
 # cuDNN tuning, CUDA graphs): 32 fused instances on 4 H200s without MPS took most of a 165 s test.
 # A start that fails ends sooner (--exit-on-error); only a hung one waits this long.
 START_TIMEOUT_S = 600.0
-# CUDA memory pool for repositories whose steps pass GPU tensors: a full fp16 batch of 256 is 77 MB;
-# too small a pool makes Triton copy them through the host ("failed to copy data" in its log).
-GPU_TENSOR_POOL_BYTES = 1 << 30
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -11,7 +11,7 @@ from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from resnet_serve.batching import request_slices, responses
 from resnet_serve.model_params import tensor_names
-from resnet_serve.torch_classifier import instance_classifier
+from resnet_serve.torch_classifier import finish, instance_classifier
 
 
 class TritonPythonModel:
@@ -22,7 +22,7 @@ class TritonPythonModel:
     def execute(self, requests):
         inputs = [self._input(request) for request in requests]
         logits = self.classifier(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
-        torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
+        finish(self.classifier.device)  # outputs leave by DLPack: finish writing them first
         slices = request_slices([len(batch) for batch in inputs])
         return responses(pb_utils, self.output_name, logits, slices, as_tensor=_dlpack_tensor)
 

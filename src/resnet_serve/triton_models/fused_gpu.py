@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 from resnet_serve.batching import gather_requests, request_errors, responses
 from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_params import config_parameters, tensor_names
-from resnet_serve.torch_classifier import instance_classifier
+from resnet_serve.torch_classifier import finish, instance_classifier
 
 
 class TritonPythonModel:
@@ -24,6 +24,10 @@ class TritonPythonModel:
         options = self.preprocess.options
         gathered = gather_requests(pb_utils, requests, self.input_name, self.lengths_name, options)
         batch, image_errors = self.preprocess(gathered.images, gathered.infos)
-        logits = self.classifier(batch).cpu().numpy() if gathered.images else None
+        logits = None
+        if gathered.images:
+            logits = self.classifier(batch)
+            finish(self.classifier.device)  # asleep, then a copy that need not wait
+            logits = logits.cpu().numpy()
         errors = request_errors(gathered, image_errors)
         return responses(pb_utils, self.output_name, logits, gathered.slices, errors)

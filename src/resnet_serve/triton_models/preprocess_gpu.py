@@ -5,13 +5,13 @@ in a dynamically batched execution decode together (nvJPEG), and each request's 
 DLPack with no host copy. Its instance groups are KIND_CPU (UINT8 input), one per GPU (gpu_placement).
 """
 
-import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 
 from resnet_serve.batching import gather_requests, request_errors, responses
 from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_params import config_parameters, cuda_device, tensor_names, torch_dtype_parameter
+from resnet_serve.torch_classifier import finish
 
 
 class TritonPythonModel:
@@ -24,7 +24,7 @@ class TritonPythonModel:
         options = self.preprocess.options
         gathered = gather_requests(pb_utils, requests, self.input_name, self.lengths_name, options)
         batch, image_errors = self.preprocess(gathered.images, gathered.infos)
-        torch.cuda.current_stream().synchronize()  # outputs leave by DLPack: finish writing them first
+        finish(self.preprocess.device)  # outputs leave by DLPack: finish writing them first
         errors = request_errors(gathered, image_errors)
         return responses(pb_utils, self.output_name, batch, gathered.slices, errors, as_tensor=_dlpack_tensor)
 
