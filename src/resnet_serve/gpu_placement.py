@@ -89,8 +89,8 @@ def image_instances_for(memory_gib: Sequence[float], most: int) -> int:
 # CUDA memory pool per GPU for repositories whose steps pass GPU tensors (the two-step profile): the
 # preprocessed batches waiting for the classifier live there, and once it is full Triton copies them
 # through the host. One H200, 8 images/request: with 1 GiB, 9,574 img/s at 256 in flight fell to 7,219
-# at 512 (4 KB short of 1.2 GB of tensors waiting); with 4 GiB, 9,864 and 9,933 (benchmarks/RESULTS.md,
-# issue 30). GPUs under 64 GiB keep 1 GiB, which their fewer instances fill less (not measured there).
+# at 512 (512 x 8 fp16 images of 301 KB: 1.2 GB waiting); with 4 GiB, 9,864 and 9,933
+# (benchmarks/RESULTS.md, issue 30). GPUs under 64 GiB keep 1 GiB (not measured there).
 LARGE_TENSOR_POOL_BYTES, SMALL_TENSOR_POOL_BYTES = 4 << 30, 1 << 30
 
 
