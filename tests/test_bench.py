@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from resnet_serve.bench import LoadGenerator, ModelTimes, Point, sweep, table
+from resnet_serve.bench import SERVER_SETUPS, LoadGenerator, ModelFiles, ModelTimes, Point, setup_spec, sweep, table
 from resnet_serve.client import TritonClassifier
 from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.images.preprocess import preprocess_batch
@@ -30,6 +30,17 @@ def test_sweep_reports_throughput_latency_server_times_and_host_cpu(server, imag
         assert {"preprocess", "resnet50_ort"} <= set(point.models)
         assert point.models["resnet50_ort"].compute_ms > 0
         assert 0 < point.host_cpu_pct <= 100  # the server and the clients ran on this machine's cores
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_every_setup_has_a_spec_whatever_the_device_of_ours(tmp_path, device):
+    files = ModelFiles(onnx=tmp_path / "m.onnx", int8_onnx=tmp_path / "m.int8.onnx", torch_weights=tmp_path / "m.pt")
+    classifier = "torch" if device == "cuda" else "openvino"
+    ours = RepositorySpec(model_file=files.onnx, classifier=classifier, device=device)
+    profiles = {setup: setup_spec(setup, ours, files).served_profile for setup in (*SERVER_SETUPS, "in-process")}
+    assert (profiles["gpu"], profiles["fused-gpu"], profiles["seed"]) == ("ours", "fused", "seed")
+    default = "fused" if device == "cuda" else "ours"
+    assert profiles["ours"] == profiles["int8"] == default  # ours's device and classifier: its default
 
 
 def test_table_shows_the_steps_of_an_ensemble_and_the_fused_model_itself():

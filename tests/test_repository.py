@@ -95,9 +95,11 @@ def test_missing_model_file_is_an_error(tmp_path):
 
 def test_the_default_profile_is_fused_for_the_gpu_classifier_and_ours_elsewhere(tmp_path, fake_onnx):
     gpu = RepositorySpec(model_file=fake_onnx, classifier="torch", device="cuda")
-    assert (gpu.profile, replace(gpu, profile="ours").profile) == ("fused", "ours")  # asked for: as asked
-    assert RepositorySpec(model_file=fake_onnx).profile == "ours"
-    assert RepositorySpec(model_file=fake_onnx, classifier="trt", device="cuda").profile == "ours"  # a plan: two steps
+    assert (gpu.served_profile, replace(gpu, profile="ours").served_profile) == ("fused", "ours")  # asked: as asked
+    cpu = RepositorySpec(model_file=fake_onnx)
+    assert cpu.served_profile == "ours" and replace(cpu, classifier="torch", device="cuda").served_profile == "fused"
+    assert replace(gpu, classifier="ort", device="cpu").served_profile == "ours"  # worked out again, no error
+    assert RepositorySpec(model_file=fake_onnx, classifier="trt", device="cuda").served_profile == "ours"  # a plan
     root = write_repository(tmp_path / "gpu", gpu)
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["ensemble_python_resnet50"]  # one model
 

@@ -89,10 +89,10 @@ CPU_IMAGE_INSTANCES = 2
 
 
 def fused_is_default(device: str, classifier: str) -> bool:
-    """Whether ``auto`` means the fused profile: for the GPU's torch classifier, which served faster fused
-    than as two steps at every load measured on one H200 (one lease, 512 in flight: 1 image/request
-    8,018 img/s against 3,603; 8 images/request 13,642 against 9,933 with the two-step's 4 GiB pool;
-    issue 30 found 32 images/request equal; benchmarks/RESULTS.md, stop 37)."""
+    """Whether ``auto`` means the fused profile: for the GPU's torch classifier, which served as fast as two
+    steps or faster at every load measured on one H200 (one lease, 512 in flight: 1 image/request 8,018
+    img/s against 3,603; 8 images/request 13,642 against 9,933 with the two-step's 4 GiB pool; issue 30
+    found 32 images/request equal; benchmarks/RESULTS.md, stop 37)."""
     return device == "cuda" and classifier == "torch"
 
 
@@ -112,7 +112,7 @@ class RepositorySpec:
     )
     card: ModelCard | None = None  # what the model needs; None: the card beside model_file (model_card.card_for)
     classifier: ClassifierKind = "ort"
-    profile: Profile = "auto"  # resolved when made: fused_is_default says which
+    profile: Profile = "auto"  # as asked; what is written: served_profile
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     device: Device = option("cpu", "cuda: nvJPEG preprocess and the PyTorch classifier on the GPU, tensors by DLPack")
     dtype: Dtype = option("fp16", "GPU classifier precision (and the GPU preprocess output)")
@@ -155,12 +155,18 @@ class RepositorySpec:
             parse_gpus(self.gpus) if self.gpus else ()
         except ValueError as exc:
             raise RepositoryError(str(exc)) from None
-        if self.profile == "auto":  # frozen: the one field resolved at construction
-            object.__setattr__(self, "profile", "fused" if fused_is_default(self.device, self.classifier) else "ours")
-        if self.profile == "fused" and self.classifier != "torch":
+        if self.served_profile == "fused" and self.classifier != "torch":
             raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
         if not MODEL_NAME.fullmatch(self.name):
             raise RepositoryError(f"a model name is letters, digits, '_', '-' and '.' (not first), got {self.name!r}")
+
+    @property
+    def served_profile(self) -> str:
+        """``profile``, with ``auto`` worked out from the device and classifier (fused_is_default), so a
+        spec ``replace``d onto another device or classifier works it out again."""
+        if self.profile != "auto":
+            return self.profile
+        return "fused" if fused_is_default(self.device, self.classifier) else "ours"
 
     @property
     def model_card(self) -> ModelCard:
@@ -196,12 +202,12 @@ class RepositorySpec:
     @property
     def passes_gpu_tensors(self) -> bool:
         """True when the preprocess step hands GPU tensors to the classifier (the server needs a CUDA pool)."""
-        return self.device == "cuda" and self.profile == "ours"
+        return self.device == "cuda" and self.served_profile == "ours"
 
     @property
     def image_tensor_type(self) -> int:
         """The type of the preprocessed images passed between the steps."""
-        fp16 = self.classifier == "torch" and self.dtype == "fp16" and self.profile == "ours"
+        fp16 = self.classifier == "torch" and self.dtype == "fp16" and self.served_profile == "ours"
         return mc.TYPE_FP16 if fp16 else mc.TYPE_FP32
 
 
@@ -219,7 +225,7 @@ def _image_dims(spec: RepositorySpec) -> list[int]:
 def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python-backend preprocess: UINT8 [-1] (ragged, so images of any size batch together)."""
     config = mc.ModelConfig(name=spec.preprocess_name, backend="python", max_batch_size=spec.max_batch_size)
-    seed = spec.profile == "seed"
+    seed = spec.served_profile == "seed"
     config.input.add(name=PREPROCESS_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
     config.input.add(name=PREPROCESS_LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True)
     config.output.add(name=PREPROCESS_OUTPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
@@ -252,7 +258,7 @@ def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.input.add(name=CLASSIFIER_INPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
     config.output.add(name=CLASSIFIER_OUTPUT, data_type=mc.TYPE_FP32, dims=[spec.model_card.num_classes],
                       label_filename=LABELS_FILE)  # fmt: skip
-    if spec.profile != "seed":
+    if spec.served_profile != "seed":
         config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     return config
 
@@ -363,12 +369,12 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     card, runtime = spec.model_card, RUNTIMES[spec.classifier]
     if runtime.reads_onnx:
         check_model_shapes(model_file, card)
-    if spec.profile == "seed" and card.input_size != IMAGE_SIZE:
+    if spec.served_profile == "seed" and card.input_size != IMAGE_SIZE:
         raise RepositoryError(f"the seed profile squashes images to {IMAGE_SIZE} px, as the example; this model "
                               f"takes {card.input_size}: use --profile ours")  # fmt: skip
     preprocess = replace(spec.preprocess, **card.preprocess_fields())
     spec = replace(spec, card=card, preprocess=preprocess, precision=runtime.precision(spec.precision))
-    fused = spec.profile == "fused"
+    fused = spec.served_profile == "fused"
     directories = [spec.name] if fused else [spec.preprocess_name, spec.classifier_name, spec.name]
     _check_free(root, spec, directories)
     prepare_directory(root, spec.name)
@@ -380,7 +386,7 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
         _write_marker(root, spec, spec.name, model_file, directories)
         return root
 
-    if spec.profile == "seed":
+    if spec.served_profile == "seed":
         preprocess_source = "seed_preprocess"
     else:
         preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
@@ -396,7 +402,7 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
 def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file: Path, directories: list[str]) -> None:
     """Record model ``spec.name`` in the repository's marker, beside the others."""
     card = spec.model_card
-    entry = {"profile": spec.profile, "classifier": classifier, "directories": directories}
+    entry = {"profile": spec.served_profile, "classifier": classifier, "directories": directories}
     entry.update(model_file=str(model_file.resolve()), gpu_tensors=spec.passes_gpu_tensors)
     entry["model"] = {"summary": card.summary(), "weights": card.weights, "sha256": file_sha256(model_file)}
     if spec.device == "cuda":

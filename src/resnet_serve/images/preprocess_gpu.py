@@ -2,7 +2,9 @@
 
 The same contract as :mod:`resnet_serve.images.preprocess` (shorter side to ``resize`` with the model's
 antialiased interpolation, centre crop, the model's normalization, EXIF orientation honoured), computed on a
-CUDA device for a whole batch. JPEGs decode on the GPU in one batched call (:mod:`resnet_serve.images.gpu_decode`);
+CUDA device for a whole batch. JPEGs decode on the GPU in one batched call per decoder, each image on the
+decoder its size picks (:mod:`resnet_serve.images.gpu_decode`), and images of one size resize together, in chunks
+of at most ``RESIZE_CHUNK_PIXELS``;
 other formats, CMYK JPEGs, JPEGs whose samples libjpeg reads as RGB or that have a second frame, and
 JPEGs the GPU decoder refuses (some progressive files) decode on the CPU with Pillow and are uploaded.
 Every image is checked on the CPU first with the CPU path's rules and words (``checked_info``, then

@@ -22,7 +22,7 @@ class TorchGpu(Runtime):
         config.backend = "python"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances,
                                   gpus=spec.gpu_ids)  # fmt: skip
-        seed = spec.profile == "seed"
+        seed = spec.served_profile == "seed"
         set_parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
         set_parameters(config, model_parameters(spec.model_card))
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
