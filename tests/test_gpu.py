@@ -342,8 +342,9 @@ def test_gpus_with_less_memory_get_fewer_instances_by_default(tmp_path, monkeypa
 
 
 def test_the_tensor_pool_is_4_gib_on_gpus_of_64_gib_or_more():
-    assert tensor_pool_bytes((139.8, 139.8)) == 4 << 30
-    assert tensor_pool_bytes((139.8, 22.5)) == tensor_pool_bytes(()) == 1 << 30  # the smallest GPU; unknown
+    assert tensor_pool_bytes(True, (139.8, 139.8)) == 4 << 30
+    assert tensor_pool_bytes(True, (139.8, 22.5)) == tensor_pool_bytes(True, ()) == 1 << 30  # the smallest; unknown
+    assert tensor_pool_bytes(False, (139.8,)) == 0  # no GPU tensors between steps: no pool
 
 
 def test_every_gpu_in_use_gets_the_cuda_memory_pool():

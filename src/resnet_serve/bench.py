@@ -472,13 +472,12 @@ def serve_and_sweep(
 ) -> list[Point]:
     """Write ``spec``'s repository, start tritonserver on free ports (``mps``: server/mps.py), sweep, stop.
     ``cuda_memory_pool_bytes``: per GPU (None: serve's default for the repository)."""
-    from resnet_serve.gpu_placement import gpu_memory_gib, tensor_pool_bytes
+    from resnet_serve.gpu_placement import tensor_pool_bytes
     from resnet_serve.repository import read_marker, write_repository
     from resnet_serve.server import ServerSettings, TritonServer
 
     repository = write_repository(workdir / setup / "model_repository", spec)
-    pool = tensor_pool_bytes(gpu_memory_gib()) if spec.passes_gpu_tensors else 0
-    pool = pool if cuda_memory_pool_bytes is None else cuda_memory_pool_bytes
+    pool = tensor_pool_bytes(spec.passes_gpu_tensors) if cuda_memory_pool_bytes is None else cuda_memory_pool_bytes
     gpus = read_marker(repository, spec.name).get("gpus", [])
     settings = ServerSettings.on_free_ports(
         repository.resolve(), models=(spec.name,), cuda_memory_pool_bytes=pool, gpus=gpus, mps=mps

@@ -94,8 +94,12 @@ def image_instances_for(memory_gib: Sequence[float], most: int) -> int:
 LARGE_TENSOR_POOL_BYTES, SMALL_TENSOR_POOL_BYTES = 4 << 30, 1 << 30
 
 
-def tensor_pool_bytes(memory_gib: Sequence[float]) -> int:
-    """The CUDA memory pool for GPU tensors passed between steps, by the smallest GPU's memory (GiB)."""
+def tensor_pool_bytes(passes_gpu_tensors: bool, memory_gib: Sequence[float] | None = None) -> int:
+    """The CUDA memory pool per GPU for a repository: none unless its steps pass GPU tensors, else by the
+    smallest GPU's memory in GiB (``memory_gib``; None: this machine's, gpu_memory_gib)."""
+    if not passes_gpu_tensors:
+        return 0
+    memory_gib = gpu_memory_gib() if memory_gib is None else memory_gib
     return LARGE_TENSOR_POOL_BYTES if memory_gib and min(memory_gib) >= 64 else SMALL_TENSOR_POOL_BYTES
 
 

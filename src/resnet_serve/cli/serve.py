@@ -83,7 +83,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnet_serve.gpu_placement import gpu_memory_gib, tensor_pool_bytes
+    from resnet_serve.gpu_placement import tensor_pool_bytes
     from resnet_serve.repository import model_description, read_markers, require_current_models
     from resnet_serve.server import ServerSettings, TritonServer, free_port
     from resnet_serve.server.front import StatusFront
@@ -100,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cuda_memory_pool_mb is not None:
         pool_bytes = args.cuda_memory_pool_mb << 20
     else:
-        passes = any(entry.get("gpu_tensors") for entry in models.values())
-        pool_bytes = tensor_pool_bytes(gpu_memory_gib()) if passes else 0
+        pool_bytes = tensor_pool_bytes(any(entry.get("gpu_tensors") for entry in models.values()))
     settings = ServerSettings(
         repository=repository.resolve(),
         models=tuple(models),
