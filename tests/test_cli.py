@@ -118,6 +118,28 @@ def test_serve_without_a_repository_says_what_to_do(tmp_path):
     assert result.returncode == 2 and "resnet-serve repo" in result.stderr
 
 
+def test_the_admin_key_comes_from_a_file_or_the_environment_so_ps_does_not_show_it(tmp_path):
+    from resnet_serve.cli import build_parser
+    from resnet_serve.cli.serve import KEY_VARIABLE, model_control_key
+    from resnet_serve.server.access import AccessError
+
+    def key(*argv: str, environ=None):
+        return model_control_key(build_parser().parse_args(["serve", *argv]), environ or {})
+
+    secret = tmp_path / "key"
+    secret.write_text("admin-key=s3cret\n")
+    assert key("--model-control-key-file", str(secret)) == "admin-key=s3cret"
+    assert key(environ={KEY_VARIABLE: "admin-key=env"}) == "admin-key=env"
+    assert key() is None  # serve makes a random one
+    secret.write_text("\n")
+    with pytest.raises(AccessError, match="first line must be HEADER=VALUE, got nothing"):
+        key("--model-control-key-file", str(secret))
+    with pytest.raises(AccessError, match="cannot read it"):
+        key("--model-control-key-file", str(tmp_path / "missing"))
+    result = run_cli("serve", "--model-control-key-file", str(tmp_path / "missing"), "--repository", str(tmp_path))
+    assert result.returncode != 0 and result.stderr.strip().endswith("cannot read it (FileNotFoundError)")
+
+
 @pytest.mark.server
 def test_demo_end_to_end(model, onnx_model, images, tmp_path):
     # Reuse the session's export (same fixed-seed weights) so the demo skips the 12 s export step.

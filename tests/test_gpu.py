@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -32,8 +34,16 @@ from resnet_serve.images.preprocess import EXIF_ORIENTATION, open_checked, prepr
 from resnet_serve.images.preprocess_gpu import GpuPreprocessor, orient
 from resnet_serve.repository import RepositoryError, RepositorySpec, read_config, read_marker, write_repository
 from resnet_serve.server import ServerError, mps, procfs
-from resnet_serve.server.mps import CONTROL, DEFAULT_PIPE_DIRECTORY, PIPE_VARIABLE, MpsDaemon, start_daemon
-from resnet_serve.torch_classifier import GraphedClassifier
+from resnet_serve.server.mps import (
+    CONTROL,
+    DEFAULT_PIPE_DIRECTORY,
+    DIRECTORY_PREFIX,
+    PIPE_VARIABLE,
+    MpsDaemon,
+    start_daemon,
+    stop_orphans,
+)
+from resnet_serve.torch_classifier import OUT_OF_MEMORY, GraphedClassifier, unless_out_of_memory
 
 from conftest import EXACT, encode, reference_logits
 
@@ -393,6 +403,24 @@ def test_mps_auto_serves_without_a_daemon_cuda_does_not_run_through_and_stops_it
         start_daemon("on", [0], env)
 
 
+def test_a_start_stops_the_mps_daemons_of_dead_serves_and_only_theirs(tmp_path):
+    env, calls = fake_mps_control(tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that runs no more, as a SIGKILLed serve's
+    orphan, live = tmp_path / f"{DIRECTORY_PREFIX}{gone.pid}-a1", tmp_path / f"{DIRECTORY_PREFIX}{os.getpid()}-b2"
+    for directory in (orphan, live, tmp_path / f"{DIRECTORY_PREFIX}other"):
+        (directory / "pipe").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])  # a stale pid file naming it: not the control program
+    (orphan / "pipe" / "nvidia-cuda-mps-control.pid").write_text(str(bystander.pid))
+    try:
+        assert stop_orphans(Path(env["PATH"]) / CONTROL, tmp_path) == 1
+        assert f"{orphan / 'pipe'} quit" in calls.read_text()  # told to quit through its own pipe
+        assert not orphan.exists() and live.exists() and (tmp_path / f"{DIRECTORY_PREFIX}other").exists()
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+
+
 @host_mps
 def test_mps_is_only_started_for_gpu_servers_without_a_daemon_of_the_hosts(tmp_path):
     env, calls = fake_mps_control(tmp_path)
@@ -481,13 +509,15 @@ int cuDevicePrimaryCtxRetain(void **context, int device) { *context = (void *) 1
 int cuDevicePrimaryCtxRelease_v2(int device) { return 0; }
 int cuGetErrorName(int code, const char **name) { *name = "CUDA_ERROR_FAKE"; return 0; }
 """
-# Stands in for the daemon: "-d" leaves a process and its pid file as the real one does; an MPS
+# Stands in for the daemon: "-d" leaves a process and its pid file as the real one does (the process
+# named as the real one: a pid file naming any other process is not trusted); an MPS
 # server is listed once a client asked; "quit" ends the daemon.
 FAKE_DAEMON = """#!/bin/sh
 command=$(cat)
 pipe=$CUDA_MPS_PIPE_DIRECTORY
 case "$1$command" in
-  -d) sleep 600 >/dev/null 2>&1 & echo $! > "$pipe/nvidia-cuda-mps-control.pid" ;;
+  -d) cp "$(command -v sleep)" "$pipe/nvidia-cuda-mps-control"
+      "$pipe/nvidia-cuda-mps-control" 600 >/dev/null 2>&1 & echo $! > "$pipe/nvidia-cuda-mps-control.pid" ;;
   get_server_list) echo "$(cat "$pipe/nvidia-cuda-mps-control.pid")" ;;
   quit) kill "$(cat "$pipe/nvidia-cuda-mps-control.pid")" ;;
 esac
@@ -644,3 +674,36 @@ def test_fused_profile_serves_other_architectures_at_their_own_size(tmp_path, im
     relative = np.abs(served - expected).max() / np.abs(expected).max()
     print(f"GPU fused {arch} vs torchvision's transforms(): max relative logit difference {relative:.2e}")
     assert relative < 2e-2, relative  # as the ResNet-50 test: fp16 classifier + GPU resize
+
+
+@needs_cuda
+def test_every_gpu_instance_gives_an_image_the_same_logits_to_the_bit(tmp_path):
+    # Each process picks its own cuDNN kernels where they are timed at load (issue 28: instances gave
+    # one image different last bits); cuDNN's heuristics pick the same in every process.
+    out = tmp_path / "rows.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_determinism.py"
+    command = [sys.executable, str(script), "--processes", "2", "--modes", "deterministic", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert set(row["distinct_answers"].values()) == {1}, row
+
+
+def test_a_batch_the_gpu_has_no_memory_for_fails_as_unavailable_and_the_instance_serves_on():
+    class Backend:  # the Python backend's module, as far as unless_out_of_memory uses it
+        class TritonError:
+            UNAVAILABLE = "UNAVAILABLE"
+
+            def __init__(self, message: str, code: str):
+                self.message, self.code = message, code
+
+        class InferenceResponse:
+            def __init__(self, error):
+                self.error = error
+
+    def too_big(requests):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 10.32 GiB")  # issue 30's photos
+
+    replies = unless_out_of_memory(Backend, ["a", "b"], too_big)
+    assert [(reply.error.code, reply.error.message) for reply in replies] == [("UNAVAILABLE", OUT_OF_MEMORY)] * 2
+    assert unless_out_of_memory(Backend, ["a"], lambda requests: ["answered"]) == ["answered"]

@@ -284,7 +284,8 @@ def grpc_health(url: str) -> bytes:
 
 @pytest.mark.server
 def test_readiness_follows_the_ensemble_where_tritons_own_does_not(repository, tmp_path):
-    serve, ports = start_serve(repository, tmp_path, "--model-control-key", "admin-key=s3cret")
+    (tmp_path / "key").write_text("admin-key=s3cret\n")
+    serve, ports = start_serve(repository, tmp_path, "--model-control-key-file", str(tmp_path / "key"))
     front, served_http = f"http://127.0.0.1:{ports['metrics']}", f"http://127.0.0.1:{ports['http']}"
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
     key = {"triton-grpc-protocol-admin-key": "s3cret"}  # Triton's prefix for gRPC metadata

@@ -63,6 +63,7 @@ def binary_input(shape, size) -> dict:
 def test_a_request_becomes_the_grpc_request_triton_would_have_parsed():
     header = {
         "id": "7",
+        "parameters": {"timeout": 2_000_000},  # as tritonclient.http sends infer(timeout=...)
         "inputs": [
             {"name": ENSEMBLE_INPUT, "datatype": "UINT8", "shape": [2, 3], "parameters": {"binary_data_size": 6}},
             {"name": ENSEMBLE_LENGTHS, "datatype": "INT64", "shape": [2, 1], "data": [[3], [2]]},
@@ -75,6 +76,7 @@ def test_a_request_becomes_the_grpc_request_triton_would_have_parsed():
     assert request.raw_input_contents[0] == b"abcdef"
     assert np.frombuffer(request.raw_input_contents[1], np.int64).tolist() == [3, 2]
     assert request.outputs[0].parameters["classification"].int64_param == 3
+    assert request.parameters["timeout"].int64_param == 2_000_000  # the queue drops it once the client is gone
 
 
 @pytest.mark.parametrize(
@@ -117,6 +119,7 @@ def test_a_request_becomes_the_grpc_request_triton_would_have_parsed():
             "classification must be an integer from 1",
         ),
         ({"inputs": [image_input([1])], "id": 5}, b"", 400, "'id' must be a string"),
+        ({"inputs": [image_input([1])], "parameters": {"timeout": "1"}}, b"", 400, "timeout must be an integer"),
     ],
 )
 def test_each_malformed_request_is_refused_with_its_own_status_and_words(header, binary, status, words):

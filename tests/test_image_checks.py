@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from resnet_serve.images import checks as image_checks
 from resnet_serve.images.checks import ImageError, check_pixels, check_rows_filled, decoded_pixels, inspect_image
 from resnet_serve.images.preprocess import (
     EXIF_ORIENTATION,
+    DecodeBudget,
     PreprocessOptions,
     exif_orientation,
     open_checked,
@@ -472,3 +474,13 @@ def test_refused_images_leave_no_reference_cycles_holding_their_bytes(images, ba
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_a_request_past_its_decode_time_is_not_decoded_further_and_other_requests_are():
+    slow = PreprocessOptions(max_request_decode_ms=1)
+    clock = DecodeBudget(slow, owners=[0, 0, 1])
+    assert clock.spent(0) is None and clock.spent(2) is None  # each request's first image starts its clock
+    time.sleep(0.01)
+    assert "its request's images took over 1 ms" in str(clock.spent(1))
+    assert "took over" in str(clock.spent(2))  # request 1 has now spent its time too
+    assert DecodeBudget(PreprocessOptions(max_request_decode_ms=0), owners=[0, 0]).spent(1) is None  # 0: no limit

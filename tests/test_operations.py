@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from resnet_serve.client import TritonClassifier
-from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, procfs, supervise
+from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, procfs, shm, supervise
 from resnet_serve.server.supervise import expected_stubs
 
 pytestmark = pytest.mark.server  # every test here runs a tritonserver
@@ -181,6 +181,10 @@ def test_supervise_notices_a_stub_that_died_before_it_was_watched(repository, im
         asked = expected[model]
         assert f"{asked - 1} Python stub processes run {model}, its config asks for {asked}; reloading" in said[0]
         assert len(server.stub_pids()) == sum(expected.values())
+        # The reload took the dead stub's region and its exit status with it: one region per live stub,
+        # no zombie child (issue 28 saw a killed stub's 114 MB region outlive it).
+        assert len(shm.regions(server.shm_prefix)) == len(server.stub_pids())
+        assert all(procfs.alive(pid) for pid in procfs.children(server.process.pid))
         with TritonClassifier(server.grpc_url) as client:
             assert client.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
     finally:

@@ -55,7 +55,9 @@ def test_steps_are_configured_for_batching(tmp_path, fake_onnx):
     assert preprocess.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # UINT8 input needs KIND_CPU
     assert preprocess.dynamic_batching.max_queue_delay_microseconds == 500
     assert preprocess.parameters["jpeg_draft"].string_value == "true"
-    assert preprocess.dynamic_batching.default_queue_policy.max_queue_size == 1024
+    policy = preprocess.dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 1024 and policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds == 30_000_000 and policy.allow_timeout_override
     assert int(preprocess.parameters["max_request_bytes"].string_value) == 256 << 20
     classifier = read_config(root / "resnet50_ort" / "config.pbtxt")
     assert classifier.output[0].label_filename == "labels.txt"

@@ -3,8 +3,10 @@ malformed payloads through the real server, after which a good request gives the
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -165,3 +167,52 @@ def test_a_full_queue_refuses_new_requests_at_once_and_serving_goes_on(limited_s
     assert clients[0].logits([images["mug.jpg"]]).shape == (1, 1000)  # serving goes on
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def one_slow_lane(tmp_path_factory, onnx_model):
+    """One preprocess instance on one thread: a request waits while another decodes. Requests wait at
+    most 100 ms for it, and one request's images get 1 ms of decoding (the first always starts)."""
+    budget = PreprocessOptions(max_request_decode_ms=1)
+    spec = RepositorySpec(model_file=onnx_model, preprocess=budget, preprocess_instances=1, preprocess_threads=1,
+                          max_queue_wait_ms=100)  # fmt: skip
+    root = write_repository(tmp_path_factory.mktemp("slow_lane") / "model_repository", spec)
+    with TritonServer(ServerSettings.on_free_ports(root), log_path=root.parent / "tritonserver.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def costly_jpeg():
+    """A 24-megapixel progressive JPEG: allowed by the limits, ~0.4 s of decoding on one core."""
+    from PIL import Image
+
+    from resnet_serve import bench
+
+    (photo,) = bench.synthetic_photos(((6000, 4000),))
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(out, "JPEG", quality=90, progressive=True)
+    return out.getvalue()
+
+
+def test_a_request_that_waited_past_the_queue_limit_is_refused_as_unavailable(one_slow_lane, costly_jpeg, images):
+    def costly() -> np.ndarray:
+        with TritonClassifier(one_slow_lane.grpc_url) as other:
+            return other.logits([costly_jpeg])
+
+    with ThreadPoolExecutor(1) as pool, TritonClassifier(one_slow_lane.grpc_url) as client:
+        busy = pool.submit(costly)
+        time.sleep(0.05)  # the costly request is decoding: the next one waits in the queue
+        with pytest.raises(InferenceServerException, match="Request timeout expired") as refused:
+            client.logits([images["mug_tiny.jpg"]])
+        assert refused.value.status() == "StatusCode.UNAVAILABLE"  # retryable, not the client's fault
+        assert busy.result().shape == (1, 1000)
+        assert client.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)  # nothing waits now
+
+
+def test_a_request_past_its_decode_time_has_its_later_images_refused(one_slow_lane, costly_jpeg, images):
+    tiny = images["mug_tiny.jpg"]
+    with TritonClassifier(one_slow_lane.grpc_url) as client:
+        refused = "image 1: not decoded: its request's images took over 1 ms"
+        with pytest.raises(InferenceServerException, match=refused):
+            client.logits([costly_jpeg, tiny])
+        assert client.logits([tiny]).shape == (1, 1000)  # a request's first image always starts

@@ -27,6 +27,11 @@ class Gathered:
     bad_input: dict[int, str] = field(default_factory=dict)  # request index -> why its tensor was refused
     screened: dict[int, ImageError] = field(default_factory=dict)  # image index -> refused before decoding
 
+    @property
+    def owners(self) -> list[int]:
+        """The request index of each image."""
+        return [index for index, where in enumerate(self.slices) for _ in range(where.start, where.stop)]
+
 
 def gather_images(
     requests: Sequence,

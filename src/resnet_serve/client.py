@@ -195,7 +195,9 @@ class TritonClassifier:
         extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         headers = self.connection.headers or None
         inputs = request_inputs(self._triton, images)
-        result = self._client.infer(self.model, inputs, outputs=[output], headers=headers, **extra)
+        # The request's own timeout too: the server drops it from its queue once this client gives up.
+        timeout_us = int(self.timeout_s * 1_000_000)
+        result = self._client.infer(self.model, inputs, outputs=[output], headers=headers, timeout=timeout_us, **extra)
         return result.as_numpy(ENSEMBLE_OUTPUT)
 
     def logits(self, images: Sequence[bytes]) -> np.ndarray:

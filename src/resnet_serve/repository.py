@@ -117,6 +117,9 @@ class RepositorySpec:
     device: Device = option("cpu", "cuda: nvJPEG preprocess and the PyTorch classifier on the GPU, tensors by DLPack")
     dtype: Dtype = option("fp16", "GPU classifier precision (and the GPU preprocess output)")
     cuda_graphs: bool = option(True, "run the GPU classifier eagerly, without CUDA graphs")
+    deterministic: bool = option(
+        True, "let cuDNN time its kernels at load: each GPU instance may answer an image in other last bits"
+    )
     gpus: str = option("", "GPUs to serve on, e.g. 0,1, one pipeline each (empty: every visible GPU)")
     gpu_decoder: GpuDecoder = option(
         "auto", "GPU JPEG decoder (auto: nvImageCodec for images of 2+ MP where installed, else torchvision)"
@@ -124,6 +127,11 @@ class RepositorySpec:
     max_batch_size: int = option(MAX_BATCH_SIZE, "most images in one request (and one batch)")
     max_queue_delay_us: int = option(1000, "dynamic batcher wait, in microseconds")
     max_queue_size: int = option(1024, "requests waiting for the first step before new ones are refused")
+    max_queue_wait_ms: int = option(
+        30_000,
+        "most milliseconds a request waits for the first step, then refused as UNAVAILABLE (0: no limit); "
+        "a request's own timeout, as our clients send, replaces it",
+    )
     preprocess_instances: int = option(
         0,
         f"instances of the model taking the images, per device (0: {CPU_IMAGE_INSTANCES} on the CPU; "
@@ -214,7 +222,14 @@ class RepositorySpec:
 def _batch_and_guard_images(config: mc.ModelConfig, spec: RepositorySpec) -> None:
     """For a model taking encoded images: dynamic batching, a bounded queue, the preprocess options."""
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
-    config.dynamic_batching.default_queue_policy.max_queue_size = spec.max_queue_size
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = spec.max_queue_size
+    # Work for a client that has gone stops here: Triton passes a gRPC cancel between the ensemble's
+    # steps only (a step's own request never reads as cancelled: tried on 2.51), but a request's
+    # timeout reaches the step's queue, which refuses what waited longer (UNAVAILABLE, retryable).
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = spec.max_queue_wait_ms * 1000
+    policy.allow_timeout_override = True
     set_parameters(config, spec.preprocess.to_parameters())
 
 
@@ -296,7 +311,8 @@ def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
     _ensemble_io(config, spec, ragged=True)
     _cpu_groups_per_gpu(config, spec)
     _batch_and_guard_images(config, spec)
-    set_parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "gpu_decoder": spec.gpu_decoder})
+    set_parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "deterministic": spec.deterministic,
+                            "gpu_decoder": spec.gpu_decoder})  # fmt: skip
     set_parameters(config, model_parameters(spec.model_card))
     return config
 

@@ -6,7 +6,7 @@ traffic never triggers cuDNN autotuning or per-layer kernel launches from Python
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,22 @@ def finish(device: torch.device) -> None:
     event.synchronize()
 
 
+OUT_OF_MEMORY = "the GPU ran out of memory for this batch; send the request again (fewer images fit sooner)"
+
+
+def unless_out_of_memory(pb_utils, requests, execute: Callable[[Sequence], list]) -> list:
+    """``execute(requests)``, or, if the GPU runs out of memory, the same error for every request of the
+    batch as UNAVAILABLE (the server's trouble and retryable: 503 over HTTP, not the client's 400 nor
+    an INTERNAL that proxies take for a broken backend); the cache is emptied and the instance serves on.
+    ``pb_utils`` is the Python backend's module."""
+    try:
+        return execute(requests)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        error = pb_utils.TritonError(OUT_OF_MEMORY, pb_utils.TritonError.UNAVAILABLE)
+        return [pb_utils.InferenceResponse(error=error) for _ in requests]
+
+
 def load_state_dict_model(
     weights_file: str,
     device: torch.device,
@@ -50,16 +66,27 @@ def load_state_dict_model(
     return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
 
 
+def set_kernel_choice(deterministic: bool) -> None:
+    """How cuDNN picks this process's convolution kernels: by its heuristics, the same for a shape in
+    every process (deterministic), or by timing candidates at load, which may pick others in each
+    instance (the same image then gets logits that differ in their last bits, issue 28). On one H200,
+    4 processes timing kernels gave 3 and 4 different answers at buckets 1 and 64, heuristics one
+    answer at every bucket, at no measured cost: 16,847 against 16,968 img/s alone at batch 256,
+    served 8,159 against 7,815 (1 image per request, 512 in flight; benchmarks/RESULTS.md)."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
 class GraphedClassifier:
     """Logits for [N, 3, S, S] inputs of any dtype or device; fp32 [N, classes] on the GPU."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, use_graphs: bool = True,
-                 input_size: int = IMAGE_SIZE):  # fmt: skip
+                 input_size: int = IMAGE_SIZE, deterministic: bool = True):  # fmt: skip
         self.model, self.device, self.dtype, self.input_size = model, device, dtype, input_size
         self.buckets = sorted(buckets)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        torch.backends.cudnn.benchmark = True
+        set_kernel_choice(deterministic)
         if use_graphs:
             self._capture()
 
@@ -120,7 +147,8 @@ class GraphedClassifier:
 def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
     """The classifier of a Triton model instance: its version's ``model.pt`` on the instance's device,
     built as the config's ``arch``, ``num_classes`` and ``input_size`` parameters say (the model card's),
-    in the config's ``dtype``, with CUDA graphs unless ``cuda_graphs`` is false."""
+    in the config's ``dtype``, with CUDA graphs unless ``cuda_graphs`` is false and cuDNN's kernels
+    chosen by timing where ``deterministic`` is false."""
     from resnet_serve.model_params import (
         bool_parameter,
         config_parameters,
@@ -135,4 +163,5 @@ def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
     arch, classes = params.get("arch", DEFAULT_ARCH), int_parameter(params, "num_classes", NUM_CLASSES)
     model = load_state_dict_model(str(weights), device, dtype, arch, classes)
     return GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True),
-                             input_size=int_parameter(params, "input_size", IMAGE_SIZE))  # fmt: skip
+                             input_size=int_parameter(params, "input_size", IMAGE_SIZE),
+                             deterministic=bool_parameter(params, "deterministic", True))  # fmt: skip

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from resnet_serve.cli.common import DEFAULT_REPOSITORY, DEFAULT_WORKDIR, add_server_options, find_server
 from resnet_serve.progress import say, step, warn
+from resnet_serve.server.access import AccessError
 from resnet_serve.server.mps import MPS_MODES
 from resnet_serve.server.process import START_TIMEOUT_S
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+KEY_VARIABLE = "RESNET_SERVE_MODEL_CONTROL_KEY"
+
+
+def model_control_key(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The admin key asked for: the first line of --model-control-key-file, else --model-control-key,
+    else $RESNET_SERVE_MODEL_CONTROL_KEY; None: serve makes a random one."""
+    if args.model_control_key_file:
+        path = Path(args.model_control_key_file)
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AccessError(f"--model-control-key-file {path}: cannot read it ({exc.__class__.__name__})") from None
+        if not lines or not lines[0].strip():
+            raise AccessError(f"--model-control-key-file {path}: its first line must be HEADER=VALUE, got nothing")
+        return lines[0].strip()
+    return args.model_control_key or environ.get(KEY_VARIABLE) or None
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -53,11 +72,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=START_TIMEOUT_S, help=f"readiness wait in s (default {START_TIMEOUT_S:.0f})"
     )
-    parser.add_argument(
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--model-control-key-file",
+        metavar="FILE",
+        help="allow model load/unload, shared memory, logging and trace settings to requests carrying the header "
+        f"HEADER=VALUE of this file's first line (or ${KEY_VARIABLE}); default: a random key only serve knows",
+    )
+    key.add_argument(
         "--model-control-key",
         metavar="HEADER=VALUE",
-        help="allow model load/unload, shared memory, logging and trace settings to requests carrying this header; "
-        "default: a random key only serve knows",
+        help="the same key given on the command line, which `ps` shows to everyone on the machine",
     )
     parser.add_argument(
         "triton_args",
@@ -88,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from resnet_serve.server import ServerSettings, TritonServer, free_port
     from resnet_serve.server.front import StatusFront
 
+    admin_key = model_control_key(args)
     host = "0.0.0.0" if args.public else args.host
     if host not in LOOPBACK:
         warn(f"listening on {host}: anyone who can reach this machine can use the server")
@@ -112,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         cuda_memory_pool_bytes=pool_bytes,
         gpus=sorted({gpu for entry in models.values() for gpu in entry.get("gpus", [])}),
         mps=args.mps,
-        model_control_key=args.model_control_key,
+        model_control_key=admin_key,
         extra_args=args.triton_args,
         public_http=args.public_http,
     )

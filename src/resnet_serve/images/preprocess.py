@@ -9,6 +9,7 @@ over :func:`preprocess_batch`. The numbers follow ``Resize(resize, interpolation
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -64,6 +65,13 @@ class PreprocessOptions:
     )
     jpeg_draft: bool = option(
         True, "always decode JPEGs at full size (exact torchvision numbers, slower on big photos)"
+    )
+    # The pixel limits bound every image known: the costliest request they let through (ten 24 MP
+    # progressive JPEGs) decodes in 3.7 s on one core of the 2-core CI machine, a request of 256 camera
+    # photos (3361x2521) in 2.3 s on its two (benchmarks/RESULTS.md, issue 28). This limit, 3-4x
+    # those, is for what no check foresaw.
+    max_request_decode_ms: int = option(
+        10_000, "most milliseconds the CPU spends on one request's images; those not yet started are refused (0: none)"
     )
 
     def to_parameters(self) -> dict[str, str]:
@@ -259,21 +267,46 @@ def rows_to_bytes(batch: np.ndarray, lengths: Sequence[int] | None = None) -> li
     return [row[:length].tobytes() for row, length in zip(batch, lengths, strict=True)]
 
 
+class DecodeBudget:
+    """Each request's time on the CPU, from when its first image started: once a request has spent
+    ``options.max_request_decode_ms``, its images not yet started are refused, not decoded."""
+
+    def __init__(self, options: PreprocessOptions, owners: Sequence[int] | None = None):
+        self.limit_ms, self.owners = options.max_request_decode_ms, owners
+        self.started: dict[int, float] = {}
+
+    def spent(self, index: int) -> ImageError | None:
+        """None while image ``index``'s request has time left, else why the image is not decoded."""
+        if not self.limit_ms:
+            return None
+        now = time.monotonic()
+        started = self.started.setdefault(self.owners[index] if self.owners else index, now)
+        if (now - started) * 1000 <= self.limit_ms:
+            return None
+        return ImageError(f"not decoded: its request's images took over {self.limit_ms} ms (max_request_decode_ms)")
+
+
 def preprocess_batch(
     images: Sequence[bytes],
     options: PreprocessOptions = PreprocessOptions(),
     executor: Executor | None = None,
     infos: Sequence[ImageInfo | None] | None = None,
+    owners: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[ImageError | None]]:
     """Preprocess many images into one preallocated [N, 3, crop, crop] array.
 
     Returns the array and one entry per image: ``None`` when it worked, else the ImageError (its
     slot in the array is left undefined). Work spreads over ``executor`` when given; Pillow releases
     the GIL while decoding and resizing. ``infos``: each image's checked structure, where known.
+    ``owners``: the request of each image, whose time :class:`DecodeBudget` bounds (default: each
+    image its own request).
     """
     out = np.empty((len(images), 3, options.crop, options.crop), dtype=np.float32)
+    budget = DecodeBudget(options, owners)
 
     def run(index: int) -> ImageError | None:
+        if error := budget.spent(index):
+            return error
         try:
             preprocess_image(images[index], options, out[index], infos[index] if infos else None)
         except Exception as exc:  # any failure is this image's alone (a stub once kept ~1 GB of frames)

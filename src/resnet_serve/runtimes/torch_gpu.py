@@ -23,7 +23,8 @@ class TorchGpu(Runtime):
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances,
                                   gpus=spec.gpu_ids)  # fmt: skip
         seed = spec.served_profile == "seed"
-        set_parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed})
+        set_parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed,
+                                "deterministic": spec.deterministic})  # fmt: skip
         set_parameters(config, model_parameters(spec.model_card))
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
         set_parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})

@@ -179,6 +179,9 @@ def infer_request(
         if not isinstance(header["id"], str) or len(header["id"]) > 256:
             raise BadRequest("'id' must be a string of up to 256 characters")
         request.id = header["id"]
+    asked = header.get("parameters") or {}
+    if isinstance(asked, dict) and "timeout" in asked:  # microseconds; the first step's queue honours it
+        request.parameters["timeout"].int64_param = _int(asked["timeout"], "parameters.timeout", 0, 2**63 - 1)
     offset, seen = 0, set()
     for entry in inputs:
         if not isinstance(entry, dict):

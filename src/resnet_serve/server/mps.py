@@ -46,6 +46,7 @@ MpsMode = Literal["auto", "on", "off"]
 MPS_MODES: tuple[MpsMode, ...] = ("auto", "on", "off")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL included
 STOP_WAIT_S = 10.0
+DIRECTORY_PREFIX = "resnet-serve-mps-"  # then the pid of the process that started the daemon
 
 # Small CUDA programs run with the driver's own library: no torch to import, and no CUDA context in
 # the serving process itself.
@@ -130,11 +131,14 @@ class MpsDaemon:
         return subprocess.run([str(self.control), *args], **stdin, capture_output=True, env=env, timeout=30)
 
     def daemon_pid(self) -> int | None:
-        """The control daemon's process, from the pid file it writes in its pipe directory."""
+        """The control daemon's process, from the pid file it writes in its pipe directory; None where
+        no process of that pid runs the control program (a daemon long gone, its pid reused)."""
         try:
-            return int((self.pipe_directory / "nvidia-cuda-mps-control.pid").read_text())
+            pid = int((self.pipe_directory / "nvidia-cuda-mps-control.pid").read_text())
+            runs_control = Path(f"/proc/{pid}/comm").read_text().strip() == CONTROL[:15]  # comm: 15 characters
         except (OSError, ValueError):
             return None
+        return pid if runs_control else None
 
     def server_pids(self) -> list[int]:
         """The MPS servers this daemon runs (one per user; started by the first client)."""
@@ -190,7 +194,8 @@ def start_daemon(
         visible = _visible_uuids(env)
     except OSError as exc:
         return _without(mode, str(exc))
-    directory = Path(tempfile.mkdtemp(prefix="resnet-serve-mps-"))
+    stop_orphans(Path(control))
+    directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
     daemon = MpsDaemon(control=Path(control), directory=directory, visible_devices=visible)
     try:
         _start(daemon, gpus, env)
@@ -202,6 +207,19 @@ def start_daemon(
         daemon.stop()
         raise
     return daemon, f"MPS: a daemon of this server's own ({daemon.directory})"
+
+
+def stop_orphans(control: Path, parent: Path | None = None) -> int:
+    """Stop the daemons that serves of this project left when they died (the pid in the directory's
+    name no longer runs: a SIGKILLed serve's daemon, which daemonized beyond the parent-death signal)
+    and remove their directories; how many. Those of live processes and other names are left alone."""
+    stopped = 0
+    for directory in Path(parent or tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*-*"):
+        pid = directory.name.removeprefix(DIRECTORY_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not procfs.alive(int(pid)):
+            MpsDaemon(control=control, directory=directory).stop()
+            stopped += 1
+    return stopped
 
 
 def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> None:

@@ -11,7 +11,7 @@ from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from resnet_serve.batching import request_slices, responses
 from resnet_serve.model_params import tensor_names
-from resnet_serve.torch_classifier import finish, instance_classifier
+from resnet_serve.torch_classifier import finish, instance_classifier, unless_out_of_memory
 
 
 class TritonPythonModel:
@@ -20,6 +20,9 @@ class TritonPythonModel:
         self.classifier = instance_classifier(args)
 
     def execute(self, requests):
+        return unless_out_of_memory(pb_utils, requests, self._execute)
+
+    def _execute(self, requests):
         inputs = [self._input(request) for request in requests]
         logits = self.classifier(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
         finish(self.classifier.device)  # outputs leave by DLPack: finish writing them first

@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 from resnet_serve.batching import gather_requests, request_errors, responses
 from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_params import config_parameters, tensor_names
-from resnet_serve.torch_classifier import finish, instance_classifier
+from resnet_serve.torch_classifier import finish, instance_classifier, unless_out_of_memory
 
 
 class TritonPythonModel:
@@ -21,6 +21,9 @@ class TritonPythonModel:
         self.preprocess = GpuPreprocessor.for_model(params, self.classifier.device, self.classifier.dtype)
 
     def execute(self, requests):
+        return unless_out_of_memory(pb_utils, requests, self._execute)
+
+    def _execute(self, requests):
         options = self.preprocess.options
         gathered = gather_requests(pb_utils, requests, self.input_name, self.lengths_name, options)
         batch, image_errors = self.preprocess(gathered.images, gathered.infos)

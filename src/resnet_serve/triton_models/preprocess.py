@@ -24,7 +24,9 @@ class TritonPythonModel:
 
     def execute(self, requests):
         gathered = gather_requests(pb_utils, requests, self.input_name, self.lengths_name, self.options)
-        batch, image_errors = preprocess_batch(gathered.images, self.options, self.pool, gathered.infos)
+        batch, image_errors = preprocess_batch(
+            gathered.images, self.options, self.pool, gathered.infos, gathered.owners
+        )
         return responses(pb_utils, self.output_name, batch, gathered.slices, request_errors(gathered, image_errors))
 
     def finalize(self):
