@@ -1,7 +1,9 @@
 """Soak: steady load against a real server for a bounded time, reporting throughput, p99, failed
-requests and the server's memory (tritonserver + its Python stubs) window by window.
+requests and the server's memory (tritonserver, its Python stubs and serve's HTTP front) window by
+window.
 
     python benchmarks/soak.py --minutes 30 --concurrency 32          # the long run (RESULTS.md)
+    python benchmarks/soak.py --minutes 30 --concurrency 32 --http-share 0.5   # half of it over HTTP
     python benchmarks/soak.py --minutes 1 --concurrency 8 --json out.json
 
 Starts its own tritonserver on loopback with the repository `resnet-serve repo` writes (default
@@ -15,6 +17,7 @@ import argparse
 import json
 import statistics
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from resnet_serve.bench import LoadGenerator
@@ -25,9 +28,11 @@ DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mug.j
 
 
 def _process_name(server: TritonServer, pid: int) -> str:
-    """tritonserver, or a stub's model instance (its 9th argument, e.g. ``preprocess_0_0``)."""
+    """tritonserver, serve's HTTP front, or a stub's model instance (its 9th argument, e.g. ``preprocess_0_0``)."""
     if pid == server.process.pid:
         return "tritonserver"
+    if server.front is not None and pid == server.front.pid:
+        return "http_front"
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[8].decode()
 
 
@@ -46,7 +51,8 @@ def server_memory_mb(server: TritonServer) -> dict:
     """
     total = {"rss": 0.0, "pss": 0.0, "unshared": 0.0}
     by_process = {}
-    for pid in [server.process.pid, *server.stub_pids()]:
+    front = [server.front.pid] if server.front is not None else []
+    for pid in [server.process.pid, *front, *server.stub_pids()]:
         try:
             status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
             rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
@@ -72,22 +78,31 @@ def server_memory_mb(server: TritonServer) -> dict:
     }
 
 
-def soak(server: TritonServer, images: list[bytes], concurrency: int, windows: int, window_s: float) -> list[dict]:
-    """One row per window: img/s, p99, errors and the server's RSS at the window's end."""
-    generator = LoadGenerator(server.grpc_url, "grpc", images)
+def soak(
+    server: TritonServer, images: list[bytes], concurrency: int, windows: int, window_s: float, http_share: float = 0.0
+) -> list[dict]:
+    """One row per window: img/s, p99, errors and the server's memory at the window's end.
+    ``http_share`` of the clients go through serve's HTTP front, the others over gRPC, at once."""
+    over_http = round(concurrency * http_share)
+    loads = [(LoadGenerator(server.grpc_url, "grpc", images), concurrency - over_http),
+             (LoadGenerator(server.http_url, "http", images), over_http)]  # fmt: skip
+    loads = [(load, clients) for load, clients in loads if clients]
     rows = []
-    for index in range(windows):
-        point = generator.point("soak", concurrency, window_s, warmup_s=0.0)
-        row = {
-            "window": index,
-            "img_per_s": round(point.img_per_s, 2),
-            "p99_ms": round(point.p99_ms, 1),
-            "errors": point.errors,
-            "first_error": point.first_error,
-            **server_memory_mb(server),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    with ThreadPoolExecutor(len(loads)) as pool:
+        for index in range(windows):
+            running = [pool.submit(load.point, load.protocol, clients, window_s, 0.0) for load, clients in loads]
+            points = [future.result() for future in running]
+            row = {
+                "window": index,
+                "img_per_s": round(sum(point.img_per_s for point in points), 2),
+                "p99_ms": round(max(point.p99_ms for point in points), 1),
+                "errors": sum(point.errors for point in points),
+                "first_error": next((point.first_error for point in points if point.first_error), ""),
+                **{f"{point.setup}_img_per_s": round(point.img_per_s, 2) for point in points},
+                **server_memory_mb(server),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -107,13 +122,14 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--window", type=float, default=10.0, help="seconds per reported window")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--http-share", type=float, default=0.0, help="of the clients, over HTTP (default 0)")
     parser.add_argument("--max-growth", type=float, default=0.05, help="of memory_mb after the warm-up")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     windows = max(2, int(args.minutes * 60 / args.window))
     settings = ServerSettings.on_free_ports(args.repository.resolve())
     with TritonServer(settings) as server:
-        rows = soak(server, read_images(args.image), args.concurrency, windows, args.window)
+        rows = soak(server, read_images(args.image), args.concurrency, windows, args.window, args.http_share)
     warmup = max(1, len(rows) // 5)  # the first fifth: arenas and shared-memory pools fill up
 
     def growth(key: str) -> float:

@@ -116,7 +116,7 @@ def test_soak_script_short_run(repository, mug_jpeg, tmp_path):
     photo.write_bytes(mug_jpeg)  # the example's photo, or the tests' stand-in where it is absent
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--repository", str(repository),
-         "--minutes", "1", "--window", "10", "--concurrency", "4", "--max-growth", "0.10",
+         "--minutes", "1", "--window", "10", "--concurrency", "4", "--http-share", "0.5", "--max-growth", "0.10",
          "--json", str(out), "--image", str(photo)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -124,8 +124,9 @@ def test_soak_script_short_run(repository, mug_jpeg, tmp_path):
     summary = json.loads(out.read_text())
     assert summary["failed_requests"] == 0 and len(summary["windows"]) == 6
     assert all(row["img_per_s"] > 0 and row["memory_mb"] > 100 for row in summary["windows"])
+    assert all(row["grpc_img_per_s"] > 0 and row["http_img_per_s"] > 0 for row in summary["windows"])  # both at once
     assert all(0 < row["shm_regions_mb"] < row["memory_mb"] <= row["rss_mb"] for row in summary["windows"])
-    processes = {"tritonserver", "preprocess_0_0", "preprocess_0_1", "resnet50_ort_0_0"}  # two preprocess instances
+    processes = {"tritonserver", "http_front", "preprocess_0_0", "preprocess_0_1", "resnet50_ort_0_0"}
     assert set(summary["windows"][0]["by_process"]) == processes
 
 
