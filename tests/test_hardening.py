@@ -4,12 +4,15 @@ behind, readiness follows the ensemble, and a dead stub reloads its model alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -37,11 +40,13 @@ from resnet_serve.server import (
 )
 from resnet_serve.server.backoff import Backoff
 from resnet_serve.server.front import StatusFront
+from resnet_serve.server.process import PRIVATE_DIR_PREFIX
 
 MODEL_PATH = f"/v2/models/{ENSEMBLE_NAME}"
 BINARY = ServerBinary(
     executable=Path("/opt/tritonserver/bin/tritonserver"), backend_dir=Path("/opt/tritonserver/backends")
 )
+METRICS = Path("/tmp/resnet-serve-triton-1-x/metrics.sock")  # where a started server puts it
 
 
 def http(url: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout=30):
@@ -76,11 +81,11 @@ def own_regions() -> set[str]:
 # --- which addresses and APIs are open: the command line (no server needed) ---
 
 
-def test_tritonserver_runs_without_http_and_a_public_host_keeps_the_front_and_metrics_on_loopback(tmp_path):
-    command = ServerSettings(repository=tmp_path, host="0.0.0.0").command(BINARY)
+def test_tritonserver_runs_without_http_and_a_public_host_keeps_the_front_on_loopback_and_metrics_off_tcp(tmp_path):
+    command = ServerSettings(repository=tmp_path, host="0.0.0.0").command(BINARY, METRICS)
     assert flag("--grpc-address", command) == "0.0.0.0" and flag("--allow-http", command) == "false"
     assert flag("--reuse-grpc-port", command) == "false" and not any(arg.startswith("--http-") for arg in command)
-    assert flag("--metrics-address", command) == "127.0.0.1"
+    assert flag("--metrics-address", command) == f"unix:{METRICS}"  # no TCP port: test_tritons_metrics_...
     assert ServerSettings(repository=tmp_path, host="0.0.0.0").http_host == "127.0.0.1"
     assert ServerSettings(repository=tmp_path, host="0.0.0.0", public_http=True).http_host == "0.0.0.0"
     assert ServerSettings(repository=tmp_path, host="::1").http_host == "::1"
@@ -88,14 +93,14 @@ def test_tritonserver_runs_without_http_and_a_public_host_keeps_the_front_and_me
 
 def test_admin_apis_are_behind_a_key_that_is_private_unless_the_user_gives_one(tmp_path):
     first, second = (
-        ServerSettings(repository=tmp_path).command(BINARY),
-        ServerSettings(repository=tmp_path).command(BINARY),
+        ServerSettings(repository=tmp_path).command(BINARY, METRICS),
+        ServerSettings(repository=tmp_path).command(BINARY, METRICS),
     )
     restriction = flag("--grpc-restricted-protocol", first)
     assert restriction.startswith("model-repository,shared-memory,logging,trace:resnet-serve-admin=")
     assert restriction != flag("--grpc-restricted-protocol", second)  # random per server
     assert flag("--model-control-mode", first) == "explicit" and flag("--load-model", first) == "*"
-    keyed = ServerSettings(repository=tmp_path, model_control_key="Admin-Key=s3cret").command(BINARY)
+    keyed = ServerSettings(repository=tmp_path, model_control_key="Admin-Key=s3cret").command(BINARY, METRICS)
     assert flag("--grpc-restricted-protocol", keyed) == "model-repository,shared-memory,logging,trace:admin-key=s3cret"
 
 
@@ -199,13 +204,15 @@ HTTP_CRASHES = {
 def test_triton_http_dies_of_one_request_and_its_stop_removes_its_shared_memory(repository, tmp_path, payload):
     port, path, body, content_type = HTTP_CRASHES[payload]
     baseline = own_regions()
-    triton_http = free_port()  # Triton's own HTTP, which serve never opens, opened here to show why
-    opened = ["--allow-http=true", "--http-address=127.0.0.1", f"--http-port={triton_http}"]
+    # Triton's own HTTP and TCP metrics, which serve never opens, opened here to show why (last flags win).
+    triton_http, triton_metrics = free_port(), free_port()
+    opened = ["--allow-http=true", "--http-address=127.0.0.1", f"--http-port={triton_http}",
+              "--metrics-address=127.0.0.1", f"--metrics-port={triton_metrics}"]  # fmt: skip
     settings = ServerSettings.on_free_ports(repository, extra_args=opened)
     server = TritonServer(settings, log_path=tmp_path / "log").start()
     try:
         assert shm.regions(server.shm_prefix)
-        url = f"http://127.0.0.1:{triton_http}" if port == "http" else server.metrics_url.removesuffix("/metrics")
+        url = f"http://127.0.0.1:{triton_http if port == 'http' else triton_metrics}"
         if port == "metrics":  # it may open after the server reports ready (a refused request: no crash)
             wait_for(lambda: http(url, "/metrics")[0] == 200, timeout=30)
         answer = http(url, path, body, {"Content-Type": content_type})
@@ -222,10 +229,35 @@ def test_triton_http_dies_of_one_request_and_its_stop_removes_its_shared_memory(
 # --- the status front: probes and metrics without Triton's HTTP ---
 
 
+def listening_tcp_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on: its sockets' inodes found in /proc/net/tcp and tcp6."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(fd)).startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.server
+def test_tritons_metrics_listen_on_no_tcp_port_and_only_our_user_may_reach_them(server):
+    # Triton's metrics server dies of one 4 MiB form body (above): on loopback any local user could send it.
+    assert listening_tcp_ports(server.process.pid) == {server.settings.grpc_port}
+    directory = server.metrics_socket.parent
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700 and directory.stat().st_uid == os.getuid()
+    assert b"nv_inference_count{" in server.metrics()
+
+
 @pytest.mark.server
 def test_status_front_answers_probes_and_metrics_and_never_reads_a_body(server):
     ready = threading.Event()
-    with StatusFront("127.0.0.1", free_port(), ready.is_set, server.metrics_url) as front:
+    with StatusFront("127.0.0.1", free_port(), ready.is_set, server.metrics) as front:
         assert http(front.url, LIVE_PATH) == (200, b"live\n")
         assert http(front.url, READY_PATH)[0] == 503
         ready.set()
@@ -333,7 +365,10 @@ def test_a_sigkilled_serve_leaves_nothing_running_and_its_ports_free_for_the_nex
     serve.wait()
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=30)
     wait_for(lambda: not own_regions_of(serve.pid), timeout=30)  # tritonserver's own stop removed them
+    private = list(Path(tempfile.gettempdir()).glob(f"{PRIVATE_DIR_PREFIX}{serve.pid}-*"))  # its metrics socket
+    assert len(private) == 1
     again, _ = start_serve(repository, tmp_path, ports=ports)  # ready on the same ports
+    assert not private[0].exists()  # the dead serve's directory swept by the next start
     stop_serve(again)
     assert again.returncode == 0
     taken = socket.create_server(("127.0.0.1", 0))

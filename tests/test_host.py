@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from resnet_serve.host import available_cores, classifier_share, quota_cores
+from resnet_serve.host import available_cores, cgroup_chain, classifier_share, quota_cores
 
 
 def test_a_quota_allows_its_cores_rounded_up_and_max_allows_any():
@@ -24,6 +24,17 @@ def test_available_cores_are_the_affinity_capped_by_the_cgroup_quota(tmp_path):
     assert available_cores(tmp_path) == affinity
     (tmp_path / "cpu.max").unlink()
     assert available_cores(tmp_path) == affinity
+
+
+def test_a_quota_on_a_cgroup_above_ours_caps_us_too(tmp_path):
+    # No cgroup namespace (a systemd service: CPUQuota= on its own cgroup, /sys/fs/cgroup the host's).
+    ours = tmp_path / "system.slice" / "resnet-serve.service"
+    ours.mkdir(parents=True)
+    (ours / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "system.slice" / "cpu.max").write_text("100000 100000\n")
+    assert available_cores(tmp_path, "0::/system.slice/resnet-serve.service\n") == 1
+    assert available_cores(tmp_path, "0::/\n") == len(os.sched_getaffinity(0))  # a namespace: the root is ours
+    assert cgroup_chain(tmp_path, "0::/a/b") == [tmp_path / "a" / "b", tmp_path / "a", tmp_path]
 
 
 def test_cgroup_v1_quota_files_count_too(tmp_path):

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_prometheus_metrics_count_inferences_and_queue_time(server, images):
     with TritonClassifier(server.grpc_url) as client:
         client.logits([images["mug_500x375.jpg"]])
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
+    text = server.metrics(timeout=10).decode()
     counts = [line for line in text.splitlines() if line.startswith('nv_inference_count{model="preprocess"')]
     assert counts and float(counts[0].split()[-1]) >= 1
     assert 'nv_inference_queue_duration_us{model="resnet50_ort"' in text

@@ -139,6 +139,7 @@ def test_export_describes_an_onnx_model_made_elsewhere_and_repo_serves_its_shape
     card = read_card(ten)
     assert (card.num_classes, card.input_size, card.resize, card.interpolation) == (10, 192, 219, "bicubic")
     root = write_repository(tmp_path / "repo", RepositorySpec(model_file=ten))
+    assert (root / "onnx_ort").is_dir()  # the classifier step says what it runs: <arch>_<runtime>
     assert list(read_config(root / ENSEMBLE_NAME / "config.pbtxt").output[0].dims) == [10]
     assert (root / ENSEMBLE_NAME / "labels.txt").read_text().splitlines() == list(FRUITS[:10])
     preprocess = read_config(root / "preprocess" / "config.pbtxt")
@@ -191,6 +192,7 @@ def test_served_logits_equal_torchvision_for_each_architecture(arch, images, tmp
     export_checked(loaded, onnx, [], opset=18)
     spec = RepositorySpec(model_file=onnx, classifier="openvino", precision="fp32", preprocess=EXACT)
     root = write_repository(tmp_path / "repo", spec)
+    assert (root / f"{arch}_openvino").is_dir()  # not resnet50_openvino: the step is named after what it runs
     sent = awkward_images(images)
     with TritonServer(ServerSettings.on_free_ports(root), log_path=tmp_path / "triton.log") as server:
         client = TritonClassifier(server.grpc_url)

@@ -172,10 +172,10 @@ def test_a_full_queue_refuses_new_requests_at_once_and_serving_goes_on(limited_s
 @pytest.fixture(scope="module")
 def one_slow_lane(tmp_path_factory, onnx_model):
     """One preprocess instance on one thread: a request waits while another decodes. Requests wait at
-    most 100 ms for it, and one request's images get 1 ms of decoding (the first always starts)."""
+    most 50 ms for it, and one request's images get 1 ms of decoding (the first always starts)."""
     budget = PreprocessOptions(max_request_decode_ms=1)
     spec = RepositorySpec(model_file=onnx_model, preprocess=budget, preprocess_instances=1, preprocess_threads=1,
-                          max_queue_wait_ms=100)  # fmt: skip
+                          max_queue_wait_ms=50)  # fmt: skip
     root = write_repository(tmp_path_factory.mktemp("slow_lane") / "model_repository", spec)
     with TritonServer(ServerSettings.on_free_ports(root), log_path=root.parent / "tritonserver.log") as server:
         yield server
@@ -183,17 +183,18 @@ def one_slow_lane(tmp_path_factory, onnx_model):
 
 @pytest.fixture(scope="module")
 def costly_jpeg():
-    """A 24-megapixel progressive JPEG: allowed by the limits, ~0.4 s of decoding on one core."""
+    """A 24-megapixel progressive JPEG of noise: allowed by the limits, ~0.6 s of decoding on one core."""
     from PIL import Image
 
-    from resnet_serve import bench
-
-    (photo,) = bench.synthetic_photos(((6000, 4000),))
+    size = (6000, 4000)
+    gradient = Image.linear_gradient("L").resize(size)
+    bands = [gradient, Image.effect_noise(size, 40), gradient]
     out = io.BytesIO()
-    Image.open(io.BytesIO(photo)).save(out, "JPEG", quality=90, progressive=True)
+    Image.merge("RGB", bands).save(out, "JPEG", quality=90, progressive=True)
     return out.getvalue()
 
 
+@pytest.mark.server
 def test_a_request_that_waited_past_the_queue_limit_is_refused_as_unavailable(one_slow_lane, costly_jpeg, images):
     def costly() -> np.ndarray:
         with TritonClassifier(one_slow_lane.grpc_url) as other:
@@ -201,7 +202,7 @@ def test_a_request_that_waited_past_the_queue_limit_is_refused_as_unavailable(on
 
     with ThreadPoolExecutor(1) as pool, TritonClassifier(one_slow_lane.grpc_url) as client:
         busy = pool.submit(costly)
-        time.sleep(0.05)  # the costly request is decoding: the next one waits in the queue
+        time.sleep(0.3)  # the costly request (~0.6 s) is decoding: the next one waits in the queue
         with pytest.raises(InferenceServerException, match="Request timeout expired") as refused:
             client.logits([images["mug_tiny.jpg"]])
         assert refused.value.status() == "StatusCode.UNAVAILABLE"  # retryable, not the client's fault
@@ -209,6 +210,7 @@ def test_a_request_that_waited_past_the_queue_limit_is_refused_as_unavailable(on
         assert client.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)  # nothing waits now
 
 
+@pytest.mark.server
 def test_a_request_past_its_decode_time_has_its_later_images_refused(one_slow_lane, costly_jpeg, images):
     tiny = images["mug_tiny.jpg"]
     with TritonClassifier(one_slow_lane.grpc_url) as client:

@@ -36,11 +36,26 @@ def _cgroup_cpu_max(root: Path) -> str:
     return f"{quota} {period}"  # v1's "-1" (no quota) reads as no cap, as v2's "max"
 
 
-def available_cores(root: Path = CGROUP_ROOT) -> int:
-    """The cores this process may run on: its CPU affinity, capped by its cgroup's CPU quota."""
+def cgroup_chain(root: Path, proc_cgroup: str) -> list[Path]:
+    """The cgroup v2 directory ``/proc/self/cgroup`` (``proc_cgroup``, "0::/PATH") names under ``root``,
+    then each parent up to ``root``: a quota on any of them caps this process (systemd's CPUQuota= is
+    set on the service's cgroup, Kubernetes' on the pod's, above the container's)."""
+    path = next((line[3:].strip() for line in proc_cgroup.splitlines() if line.startswith("0::")), "/")
+    parts = Path(path).parts[1:] if path.startswith("/") else ()
+    return [root.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def available_cores(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> int:
+    """The cores this process may run on: its CPU affinity, capped by the smallest CPU quota of its
+    cgroup and the cgroups above it (``proc_cgroup``: /proc/self/cgroup's text, read when None)."""
+    if proc_cgroup is None:
+        try:
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            proc_cgroup = ""
     cores = len(os.sched_getaffinity(0))
-    cap = quota_cores(_cgroup_cpu_max(root))
-    return min(cores, cap) if cap else cores
+    caps = [cap for directory in cgroup_chain(root, proc_cgroup) if (cap := quota_cores(_cgroup_cpu_max(directory)))]
+    return min([cores, *caps])
 
 
 # Under load the next batch is decoded while the classifier runs this one, on the same cores, and

@@ -130,7 +130,7 @@ class RepositorySpec:
     max_queue_wait_ms: int = option(
         30_000,
         "most milliseconds a request waits for the first step, then refused as UNAVAILABLE (0: no limit); "
-        "a request's own timeout, as our clients send, replaces it",
+        "a request's own shorter timeout, as our clients send, applies instead",
     )
     preprocess_instances: int = option(
         0,
@@ -191,7 +191,9 @@ class RepositorySpec:
 
     @property
     def classifier_name(self) -> str:
-        return self.step_name(RUNTIMES[self.classifier].model_name, self.classifier)
+        """``<arch>_<runtime>`` in the default model (resnet50_openvino, as the seed's resnet50_trt;
+        efficientnet_b0_openvino), else ``<name>_<classifier>``."""
+        return self.step_name(f"{self.model_card.arch}_{RUNTIMES[self.classifier].step}", self.classifier)
 
     @property
     def gpu_ids(self) -> tuple[int, ...]:
@@ -226,7 +228,8 @@ def _batch_and_guard_images(config: mc.ModelConfig, spec: RepositorySpec) -> Non
     policy.max_queue_size = spec.max_queue_size
     # Work for a client that has gone stops here: Triton passes a gRPC cancel between the ensemble's
     # steps only (a step's own request never reads as cancelled: tried on 2.51), but a request's
-    # timeout reaches the step's queue, which refuses what waited longer (UNAVAILABLE, retryable).
+    # timeout reaches the step's queue, which refuses what waited longer (UNAVAILABLE, retryable);
+    # a request may shorten the repository's wait, not lengthen it.
     policy.timeout_action = mc.ModelQueuePolicy.REJECT
     policy.default_timeout_microseconds = spec.max_queue_wait_ms * 1000
     policy.allow_timeout_override = True

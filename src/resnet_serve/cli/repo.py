@@ -66,7 +66,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--classifier",
         choices=sorted(RUNTIMES),
-        help="; ".join(f"{k}: {r.model_name}, {r.runs_on}" for k, r in RUNTIMES.items())
+        help="; ".join(f"{k}: <arch>_{r.step}, {r.runs_on}" for k, r in RUNTIMES.items())
         + " (default: ort, trt with --plan)",
     )
     add_repository_options(parser)

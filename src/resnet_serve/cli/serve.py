@@ -110,7 +110,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from resnet_serve.gpu_placement import tensor_pool_bytes
     from resnet_serve.repository import model_description, read_markers, require_current_models
-    from resnet_serve.server import ServerSettings, TritonServer, free_port
+    from resnet_serve.server import ServerSettings, TritonServer
     from resnet_serve.server.front import StatusFront
 
     admin_key = model_control_key(args)
@@ -133,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         host=host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
-        metrics_port=free_port(),  # Triton's metrics: loopback, internal; the status front owns --metrics-port
         log_verbose=args.log_verbose,
         cuda_memory_pool_bytes=pool_bytes,
         gpus=sorted({gpu for entry in models.values() for gpu in entry.get("gpus", [])}),
@@ -146,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     # SIGINT/SIGTERM: while starting, interrupt (start() stops what it started); once serving, drain and stop.
     stop = threading.Event()
-    with _on_signals(_interrupt), StatusFront(host, args.metrics_port, server.is_serving, server.metrics_url) as front:
+    with _on_signals(_interrupt), StatusFront(host, args.metrics_port, server.is_serving, server.metrics) as front:
         try:
             with step(f"Starting tritonserver ({server.binary.executable})"):
                 server.start(args.timeout)

@@ -35,7 +35,7 @@ class Runtime:
     """One way to run the classifier step; subclasses fill in :meth:`configure` (and what differs)."""
 
     kind: str  # the `repo --classifier` value
-    model_name: str  # the step's name in the default (seed-named) model
+    step: str  # the step's name after the architecture's in the default model: <arch>_<step> (resnet50_trt)
     runs_on: str  # one line for --help
     model_file: str = ONNX_FILE  # the file's name in the version directory
     source: str | None = None  # triton_models/<source>.py for a Python-backend model; None: a native backend

@@ -52,7 +52,7 @@ class OrtNative(OnnxRuntime):
 
 
 PYTHON = OrtPython(
-    "ort", "resnet50_ort", "python backend + ONNX Runtime (CPU; servers without the ORT backend)",
+    "ort", "ort", "python backend + ONNX Runtime (CPU; servers without the ORT backend)",
     source="classifier_ort",
 )  # fmt: skip
-NATIVE = OrtNative("onnx", "resnet50_onnx", "onnxruntime_onnx backend (NVIDIA's containers)")
+NATIVE = OrtNative("onnx", "onnx", "onnxruntime_onnx backend (NVIDIA's containers)")

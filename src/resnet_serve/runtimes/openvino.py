@@ -78,7 +78,7 @@ class OpenVinoNative(OpenVino):
 
 
 PYTHON = OpenVinoPython(
-    "openvino", "resnet50_openvino", "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)",
+    "openvino", "openvino", "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)",
     source="classifier_openvino",
 )  # fmt: skip
-NATIVE = OpenVinoNative("openvino_native", "resnet50_openvino", "openvino backend (NVIDIA's containers)")
+NATIVE = OpenVinoNative("openvino_native", "openvino", "openvino backend (NVIDIA's containers)")

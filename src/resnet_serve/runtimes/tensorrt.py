@@ -18,5 +18,5 @@ class TensorRtPlan(Runtime):
 
 
 PLAN = TensorRtPlan(
-    "trt", "resnet50_trt", "tensorrt_plan (NVIDIA's containers with a GPU)", model_file="model.plan", reads_onnx=False
+    "trt", "trt", "tensorrt_plan (NVIDIA's containers with a GPU)", model_file="model.plan", reads_onnx=False
 )

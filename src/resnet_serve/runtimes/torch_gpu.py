@@ -31,6 +31,6 @@ class TorchGpu(Runtime):
 
 
 TORCH = TorchGpu(
-    "torch", "resnet50_torch", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)",
+    "torch", "torch", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)",
     model_file="model.pt", source="classifier_torch", reads_onnx=False,
 )  # fmt: skip

@@ -8,7 +8,8 @@ Measured against tritonserver 2.51 (issue 14; tests/test_hardening.py keeps each
   the metrics port (SIGSEGV). 2.51's ``--help`` lists no body-size or depth limit, and no API
   restriction stops them (they crash before any check). So tritonserver runs without HTTP
   (``--allow-http=false``) and serve answers HTTP itself (http_front.py: every request checked,
-  then sent over gRPC); Triton's metrics port stays on 127.0.0.1, relayed by the status front.
+  then sent over gRPC); Triton's metrics listen on a Unix socket in a directory only serve's user
+  may enter (process.py), relayed by the status front.
 - gRPC parses with protobuf (bounded depth, sizes checked against the bytes sent): the same
   payloads get clean errors. It is the public protocol.
 - Shared memory: any client could register the Python stub's own region (its name shows in
@@ -66,5 +67,5 @@ def is_loopback(host: str) -> bool:
 
 
 def http_host(host: str, public_http: bool) -> str:
-    """Where serve's HTTP front and Triton's metrics listen: ``host`` when loopback or asked for, else 127.0.0.1."""
+    """Where serve's HTTP front listens: ``host`` when loopback or asked for, else 127.0.0.1."""
     return host if public_http or is_loopback(host) else LOOPBACK

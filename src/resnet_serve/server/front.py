@@ -5,7 +5,7 @@ for them instead of Triton's own HTTP and metrics ports (which single requests c
   up, so killing the pod for a restart in progress would only add a cold start);
 - ``/v2/health/ready``: 200 when the server is ready AND the ensemble is (Triton's own
   ``/v2/health/ready`` stays 200 after the ensemble is unloaded), else 503;
-- ``/metrics``: Triton's Prometheus text, relayed from its loopback metrics port.
+- ``/metrics``: Triton's Prometheus text, relayed from its metrics socket (process.py).
 
 It never reads a request body: other methods get 501 and every connection closes after its answer.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,8 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
         elif path == METRICS_PATH:
             try:
-                with urllib.request.urlopen(front.metrics_url, timeout=5) as response:
-                    self._answer(200, response.read(), response.headers.get("Content-Type", "text/plain"))
+                self._answer(200, front.metrics())
             except OSError as exc:
                 self._answer(502, f"tritonserver metrics unavailable: {exc}\n".encode())
         else:
@@ -69,10 +67,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class StatusFront:
-    """``with StatusFront(host, port, ready, metrics_url): ...`` serves in a background thread."""
+    """``with StatusFront(host, port, ready, metrics): ...`` serves in a background thread; ``metrics()``
+    returns the Prometheus text (raises OSError when it cannot)."""
 
-    def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics_url: str):
-        self.ready, self.metrics_url = ready, metrics_url
+    def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Callable[[], bytes]):
+        self.ready, self.metrics = ready, metrics
         server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
         self.httpd = server_class((host.strip("[]"), port), _Handler)
         self.httpd.front = self  # type: ignore[attr-defined]

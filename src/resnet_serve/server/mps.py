@@ -28,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ MpsMode = Literal["auto", "on", "off"]
 MPS_MODES: tuple[MpsMode, ...] = ("auto", "on", "off")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL included
 STOP_WAIT_S = 10.0
-DIRECTORY_PREFIX = "resnet-serve-mps-"  # then the pid of the process that started the daemon
+DIRECTORY_PREFIX = "resnet-serve-mps-"  # a daemon's directory: procfs.owned_directory
 
 # Small CUDA programs run with the driver's own library: no torch to import, and no CUDA context in
 # the serving process itself.
@@ -195,7 +194,7 @@ def start_daemon(
     except OSError as exc:
         return _without(mode, str(exc))
     stop_orphans(Path(control))
-    directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
+    directory = procfs.owned_directory(DIRECTORY_PREFIX)
     daemon = MpsDaemon(control=Path(control), directory=directory, visible_devices=visible)
     try:
         _start(daemon, gpus, env)
@@ -213,13 +212,10 @@ def stop_orphans(control: Path, parent: Path | None = None) -> int:
     """Stop the daemons that serves of this project left when they died (the pid in the directory's
     name no longer runs: a SIGKILLed serve's daemon, which daemonized beyond the parent-death signal)
     and remove their directories; how many. Those of live processes and other names are left alone."""
-    stopped = 0
-    for directory in Path(parent or tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*-*"):
-        pid = directory.name.removeprefix(DIRECTORY_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not procfs.alive(int(pid)):
-            MpsDaemon(control=control, directory=directory).stop()
-            stopped += 1
-    return stopped
+    orphaned = procfs.orphaned_directories(DIRECTORY_PREFIX, parent)
+    for directory in orphaned:
+        MpsDaemon(control=control, directory=directory).stop()
+    return len(orphaned)
 
 
 def _start(daemon: MpsDaemon, gpus: Sequence[int], env: Mapping[str, str]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.gpu_placement import memory_pool_args
 from resnet_serve.server import access, procfs, shm, with_parent
 from resnet_serve.server.binary import ServerBinary, ServerError, find_server, server_environment
-from resnet_serve.server.mps import MpsDaemon, MpsMode, start_daemon
+from resnet_serve.server.mps import MAX_SOCKET_PATH, MpsDaemon, MpsMode, start_daemon
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
@@ -31,6 +32,20 @@ LIVE_PATH = "/v2/health/live"
 # cuDNN tuning, CUDA graphs): 32 fused instances on 4 H200s without MPS took most of a 165 s test.
 # A start that fails ends sooner (--exit-on-error); only a hung one waits this long.
 START_TIMEOUT_S = 600.0
+PRIVATE_DIR_PREFIX = "resnet-serve-triton-"  # a server's own directory: procfs.owned_directory
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (Triton's metrics listen on one)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -66,7 +81,6 @@ class ServerSettings:
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
-    metrics_port: int = 8002
     log_verbose: int = 0
     cuda_memory_pool_bytes: int = 0  # >0: room for GPU tensors passed between steps (else host copies)
     gpus: Sequence[int] = ()  # the GPUs the repository computes on (its marker's): each gets the pool
@@ -84,17 +98,12 @@ class ServerSettings:
     def http_host(self) -> str:
         return access.http_host(self.host, self.public_http)
 
-    @property
-    def metrics_host(self) -> str:
-        """Loopback unless ``host`` is: the metrics port crashes as Triton's HTTP does; serve's front relays it."""
-        return access.http_host(self.host, public_http=False)
-
     @classmethod
     def on_free_ports(cls, repository: Path, host: str = "127.0.0.1", **kwargs) -> ServerSettings:
-        ports = {name: free_port(host) for name in ("http_port", "grpc_port", "metrics_port")}
+        ports = {name: free_port(host) for name in ("http_port", "grpc_port")}
         return cls(repository=repository, host=host, **ports, **kwargs)
 
-    def command(self, binary: ServerBinary) -> list[str]:
+    def command(self, binary: ServerBinary, metrics_socket: Path) -> list[str]:
         if any(arg.startswith(("--model-control-mode", "--load-model")) for arg in self.extra_args):
             raise ServerError("model control is set by resnet-serve: use --model-control-key HEADER=VALUE")
         if any("restricted" in arg or "shm-region-prefix-name" in arg for arg in self.extra_args):
@@ -107,8 +116,10 @@ class ServerSettings:
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
             "--reuse-grpc-port=false",
-            f"--metrics-address={self.metrics_host}",
-            f"--metrics-port={self.metrics_port}",
+            # Triton's metrics on a Unix socket in a directory of serve's user alone (no TCP port): its
+            # HTTP server crashes there as on its HTTP port (access.py); serve's status front relays it.
+            f"--metrics-address=unix:{metrics_socket}",
+            "--metrics-port=0",
             *self._model_control_args(),
             "--strict-readiness=true",
             "--exit-on-error=true",
@@ -145,6 +156,7 @@ class TritonServer:
         self.front: subprocess.Popen | None = None  # http_front.py, kept across restarts of tritonserver
         self._channel: grpc.Channel | None = None
         self.shm_prefix = ""  # this start's Python-backend region names (shm.py)
+        self.private_dir: Path | None = None  # this server's own directory (mode 0700): the metrics socket
         self.mps: MpsDaemon | None = None
         self.gpu_sharing = ""  # how the GPUs' instances share them (mps.py), for serve to say
 
@@ -157,8 +169,25 @@ class TritonServer:
         return f"{_connect_host(self.settings.host)}:{self.settings.grpc_port}"
 
     @property
-    def metrics_url(self) -> str:
-        return f"http://{_connect_host(self.settings.metrics_host)}:{self.settings.metrics_port}/metrics"
+    def metrics_socket(self) -> Path | None:
+        """Where Triton's metrics answer HTTP once started: a Unix socket that only serve's user may reach."""
+        return self.private_dir / "metrics.sock" if self.private_dir else None
+
+    def metrics(self, timeout: float = 5.0) -> bytes:
+        """Triton's Prometheus text; raises OSError when it does not answer."""
+        if self.metrics_socket is None:
+            raise OSError("tritonserver is not started")
+        connection = _UnixHTTPConnection(str(self.metrics_socket), timeout)
+        try:
+            connection.request("GET", "/metrics")
+            response = connection.getresponse()
+            if response.status != 200:
+                raise OSError(f"tritonserver's metrics answered {response.status}")
+            return response.read()
+        except http.client.HTTPException as exc:
+            raise OSError(f"tritonserver's metrics: {exc!r}") from None
+        finally:
+            connection.close()
 
     def start(self, timeout: float = START_TIMEOUT_S, cancel: threading.Event | None = None) -> TritonServer:
         """Launch the server and block until it reports ready (or raise with its log, or once
@@ -166,10 +195,16 @@ class TritonServer:
         self.binary.install_python_stub()
         self._check_ports()
         shm.remove_orphans()
+        for orphaned in procfs.orphaned_directories(PRIVATE_DIR_PREFIX):
+            shutil.rmtree(orphaned, ignore_errors=True)
         self.shm_prefix = shm.new_prefix()
-        command = with_parent.command(
-            os.getpid(), [*self.settings.command(self.binary), shm.backend_config_arg(self.shm_prefix)]
-        )
+        if self.private_dir is None:  # kept across restarts; stop() removes it
+            self.private_dir = procfs.owned_directory(PRIVATE_DIR_PREFIX)
+        if len(str(self.metrics_socket)) > MAX_SOCKET_PATH:
+            raise ServerError(f"the metrics socket's path {self.metrics_socket} is too long: set a shorter TMPDIR")
+        self.metrics_socket.unlink(missing_ok=True)  # a restart: Triton refuses a socket file that exists
+        arguments = [*self.settings.command(self.binary, self.metrics_socket), shm.backend_config_arg(self.shm_prefix)]
+        command = with_parent.command(os.getpid(), arguments)
         env = server_environment(self.binary)
         self.mps, self.gpu_sharing = start_daemon(self.settings.mps, self.settings.gpus, env)
         try:
@@ -192,7 +227,6 @@ class TritonServer:
     def _check_ports(self) -> None:
         settings = self.settings
         check_port_free("gRPC", settings.host, settings.grpc_port)
-        check_port_free("metrics", settings.metrics_host, settings.metrics_port)
         if not self.front_alive():
             check_port_free("HTTP", settings.http_host, settings.http_port)
 
@@ -274,6 +308,9 @@ class TritonServer:
             if self._channel is not None:
                 self._channel.close()
                 self._channel = None
+            if self.private_dir is not None:
+                shutil.rmtree(self.private_dir, ignore_errors=True)
+                self.private_dir = None
 
     def stop_server(self, timeout: float = 30.0) -> int | None:
         """SIGTERM tritonserver alone: it drains in-flight requests and stops its Python stubs itself.
@@ -303,8 +340,7 @@ class TritonServer:
     def _activity(self) -> tuple[float, float] | None:
         """(queued requests, completed requests) summed over all models, from the metrics endpoint."""
         try:
-            with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
-                text = response.read().decode()
+            text = self.metrics(timeout=2).decode()
         except OSError:
             return None
         totals = {"nv_inference_pending_request_count": 0.0, "nv_inference_request_success": 0.0,

@@ -1,7 +1,10 @@
-"""Reading Linux's /proc: the children of a process, which are Python stubs, and how busy the CPU is."""
+"""Reading Linux's /proc: the children of a process, which are Python stubs, how busy the CPU is,
+and which of our directories belong to processes that are gone."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 STUB_EXECUTABLE = b"triton_python_backend_stub"
@@ -45,3 +48,20 @@ def cpu_ticks() -> tuple[int, int] | None:
         return None
     idle = ticks[3] + ticks[4]  # idle, iowait; the rest (user .. steal) is busy
     return sum(ticks) - idle, sum(ticks)
+
+
+def owned_directory(prefix: str) -> Path:
+    """A new directory only this user may enter (mode 0700) in the temporary directory, named
+    ``<prefix><pid>-<random>`` after this process, so that :func:`orphaned_directories` finds it once
+    the process is gone (a SIGKILLed serve cleans up nothing)."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def orphaned_directories(prefix: str, parent: Path | None = None) -> list[Path]:
+    """The :func:`owned_directory` directories of ``prefix`` whose process no longer runs."""
+    orphaned = []
+    for directory in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = directory.name.removeprefix(prefix).split("-", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            orphaned.append(directory)
+    return orphaned
