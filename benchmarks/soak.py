@@ -95,7 +95,7 @@ def soak(
             row = {
                 "window": index,
                 "img_per_s": round(sum(point.img_per_s for point in points), 2),
-                "p99_ms": round(max(point.p99_ms for point in points), 1),
+                "p99_ms": round(max(point.p99_ms for point in points), 1),  # the slower protocol's
                 "errors": sum(point.errors for point in points),
                 "first_error": next((point.first_error for point in points if point.first_error), ""),
                 **{f"{point.setup}_img_per_s": round(point.img_per_s, 2) for point in points},
@@ -126,6 +126,8 @@ def main() -> int:
     parser.add_argument("--max-growth", type=float, default=0.05, help="of memory_mb after the warm-up")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not 0 <= args.http_share <= 1:
+        parser.error(f"--http-share is a fraction from 0 to 1, got {args.http_share}")
     windows = max(2, int(args.minutes * 60 / args.window))
     settings = ServerSettings.on_free_ports(args.repository.resolve())
     with TritonServer(settings) as server:

@@ -136,6 +136,12 @@ def test_the_admin_key_comes_from_a_file_or_the_environment_so_ps_does_not_show_
         key("--model-control-key-file", str(secret))
     with pytest.raises(AccessError, match="cannot read it"):
         key("--model-control-key-file", str(tmp_path / "missing"))
+    secret.write_text("s3cret\n")  # no header: refused without showing the key
+    with pytest.raises(AccessError, match="must be HEADER=VALUE") as refused:
+        key("--model-control-key-file", str(secret))
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(AccessError, match=f"\\${KEY_VARIABLE}: the key must be HEADER=VALUE"):
+        key(environ={KEY_VARIABLE: "s3cret"})
     result = run_cli("serve", "--model-control-key-file", str(tmp_path / "missing"), "--repository", str(tmp_path))
     assert result.returncode != 0 and result.stderr.strip().endswith("cannot read it (FileNotFoundError)")
 

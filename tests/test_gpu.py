@@ -408,15 +408,17 @@ def test_a_start_stops_the_mps_daemons_of_dead_serves_and_only_theirs(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that runs no more, as a SIGKILLed serve's
     orphan, live = tmp_path / f"{DIRECTORY_PREFIX}{gone.pid}-a1", tmp_path / f"{DIRECTORY_PREFIX}{os.getpid()}-b2"
-    for directory in (orphan, live, tmp_path / f"{DIRECTORY_PREFIX}other"):
+    open_to_all = tmp_path / f"{DIRECTORY_PREFIX}{gone.pid}-c3"  # not as mkdtemp makes ours: someone else's
+    for directory in (orphan, live, open_to_all, tmp_path / f"{DIRECTORY_PREFIX}other"):
         (directory / "pipe").mkdir(parents=True)
+        directory.chmod(0o755 if directory == open_to_all else 0o700)
     bystander = subprocess.Popen(["sleep", "60"])  # a stale pid file naming it: not the control program
     (orphan / "pipe" / "nvidia-cuda-mps-control.pid").write_text(str(bystander.pid))
     try:
         assert stop_orphans(Path(env["PATH"]) / CONTROL, tmp_path) == 1
         assert f"{orphan / 'pipe'} quit" in calls.read_text()  # told to quit through its own pipe
-        assert not orphan.exists() and live.exists() and (tmp_path / f"{DIRECTORY_PREFIX}other").exists()
-        assert bystander.poll() is None
+        assert not orphan.exists() and live.exists() and open_to_all.exists()
+        assert (tmp_path / f"{DIRECTORY_PREFIX}other").exists() and bystander.poll() is None
     finally:
         bystander.kill()
 
@@ -569,6 +571,28 @@ def test_auto_decoder_takes_the_large_image_decoder_only_for_large_images():
         make_decoders(torch.device("cpu"), "nvjpeg")
 
 
+def test_gpu_classifiers_are_told_to_pick_the_same_kernels_in_every_instance_unless_asked_not_to(tmp_path):
+    weights = tmp_path / "resnet50.pt"
+    weights.write_bytes(b"state dict")
+    for profile, model in (("fused", "ensemble_python_resnet50"), ("ours", "resnet50_torch")):
+        for deterministic in (True, False):
+            spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", profile=profile,
+                                  deterministic=deterministic)  # fmt: skip
+            config = read_config(write_repository(tmp_path / "repo", spec) / model / "config.pbtxt")
+            assert config.parameters["deterministic"].string_value == str(deterministic).lower()
+
+
+def test_a_classifier_built_deterministic_turns_cudnn_timing_off_and_one_built_tuned_turns_it_on():
+    model = torch.nn.Conv2d(3, 4, 3)
+    try:
+        GraphedClassifier(model, torch.device("cpu"), torch.float32, use_graphs=False, deterministic=False)
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        GraphedClassifier(model, torch.device("cpu"), torch.float32, use_graphs=False)  # the default
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    finally:
+        torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
+
+
 def test_fused_profile_keeps_the_ensemble_contract(tmp_path):
     weights = tmp_path / "resnet50.pt"
     weights.write_bytes(b"state dict")
@@ -702,7 +726,7 @@ def test_a_batch_the_gpu_has_no_memory_for_fails_as_unavailable_and_the_instance
                 self.error = error
 
     def too_big(requests):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 10.32 GiB")  # issue 30's photos
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 10.32 GiB")  # issue 30's photos
 
     replies = unless_out_of_memory(Backend, ["a", "b"], too_big)
     assert [(reply.error.code, reply.error.message) for reply in replies] == [("UNAVAILABLE", OUT_OF_MEMORY)] * 2

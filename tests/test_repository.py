@@ -9,6 +9,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from resnet_serve.contract import labels
+from resnet_serve.images.preprocess import PreprocessOptions
 from resnet_serve.repository import (
     ENSEMBLE_NAME,
     RepositoryError,
@@ -88,6 +89,13 @@ def test_refuses_a_foreign_directory_but_rewrites_its_own(tmp_path, fake_onnx):
     (ours / "stale_model").mkdir()
     write_repository(ours, RepositorySpec(model_file=fake_onnx))
     assert not (ours / "stale_model").exists()
+
+
+def test_negative_counts_and_limits_are_refused_in_words(tmp_path, fake_onnx):
+    with pytest.raises(RepositoryError, match=r"max_queue_wait_ms must be 0 .* or more, got -1"):
+        RepositorySpec(model_file=fake_onnx, max_queue_wait_ms=-1)
+    with pytest.raises(RepositoryError, match=r"max_request_decode_ms must be 0 .* or more, got -5"):
+        RepositorySpec(model_file=fake_onnx, preprocess=PreprocessOptions(max_request_decode_ms=-5))
 
 
 def test_missing_model_file_is_an_error(tmp_path):

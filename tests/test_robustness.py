@@ -183,10 +183,10 @@ def one_slow_lane(tmp_path_factory, onnx_model):
 
 @pytest.fixture(scope="module")
 def costly_jpeg():
-    """A 24-megapixel progressive JPEG of noise: allowed by the limits, ~0.6 s of decoding on one core."""
+    """A 48-megapixel progressive JPEG of noise: allowed by the limits, ~1.3 s of decoding on one core."""
     from PIL import Image
 
-    size = (6000, 4000)
+    size = (8000, 6000)
     gradient = Image.linear_gradient("L").resize(size)
     bands = [gradient, Image.effect_noise(size, 40), gradient]
     out = io.BytesIO()
@@ -202,7 +202,7 @@ def test_a_request_that_waited_past_the_queue_limit_is_refused_as_unavailable(on
 
     with ThreadPoolExecutor(1) as pool, TritonClassifier(one_slow_lane.grpc_url) as client:
         busy = pool.submit(costly)
-        time.sleep(0.3)  # the costly request (~0.6 s) is decoding: the next one waits in the queue
+        time.sleep(0.3)  # the costly request (~1.3 s) is decoding: the next one waits in the queue
         with pytest.raises(InferenceServerException, match="Request timeout expired") as refused:
             client.logits([images["mug_tiny.jpg"]])
         assert refused.value.status() == "StatusCode.UNAVAILABLE"  # retryable, not the client's fault

@@ -39,7 +39,8 @@ def _cgroup_cpu_max(root: Path) -> str:
 def cgroup_chain(root: Path, proc_cgroup: str) -> list[Path]:
     """The cgroup v2 directory ``/proc/self/cgroup`` (``proc_cgroup``, "0::/PATH") names under ``root``,
     then each parent up to ``root``: a quota on any of them caps this process (systemd's CPUQuota= is
-    set on the service's cgroup, Kubernetes' on the pod's, above the container's)."""
+    set on a service's cgroup, above its processes'). Inside a cgroup namespace (a container) the
+    root is the container's own cgroup: what lies above it is not visible, nor read."""
     path = next((line[3:].strip() for line in proc_cgroup.splitlines() if line.startswith("0::")), "/")
     parts = Path(path).parts[1:] if path.startswith("/") else ()
     return [root.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]

@@ -108,7 +108,7 @@ class RepositorySpec:
     name: str = option(
         ENSEMBLE_NAME,
         "model name clients call; a name of your own adds the model beside those already in the repository "
-        "(its steps are named <name>_preprocess, <name>_<classifier>)",
+        "(its steps are named <name>_preprocess, <name>_<runtime>, e.g. <name>_openvino)",
     )
     card: ModelCard | None = None  # what the model needs; None: the card beside model_file (model_card.card_for)
     classifier: ClassifierKind = "ort"
@@ -156,9 +156,12 @@ class RepositorySpec:
         for name, choices in choosing:
             if getattr(self, name) not in choices:
                 raise RepositoryError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
-        for name in ("preprocess_instances", "preprocess_threads", "classifier_threads"):
+        for name in ("preprocess_instances", "preprocess_threads", "classifier_threads", "max_queue_wait_ms"):
             if getattr(self, name) < 0:
-                raise RepositoryError(f"{name} must be 0 (auto) or more, got {getattr(self, name)}")
+                raise RepositoryError(f"{name} must be 0 (auto or no limit) or more, got {getattr(self, name)}")
+        if self.preprocess.max_request_decode_ms < 0:
+            raise RepositoryError(f"max_request_decode_ms must be 0 (no limit) or more, got "
+                                  f"{self.preprocess.max_request_decode_ms}")  # fmt: skip
         try:
             parse_gpus(self.gpus) if self.gpus else ()
         except ValueError as exc:
@@ -192,8 +195,9 @@ class RepositorySpec:
     @property
     def classifier_name(self) -> str:
         """``<arch>_<runtime>`` in the default model (resnet50_openvino, as the seed's resnet50_trt;
-        efficientnet_b0_openvino), else ``<name>_<classifier>``."""
-        return self.step_name(f"{self.model_card.arch}_{RUNTIMES[self.classifier].step}", self.classifier)
+        efficientnet_b0_openvino), else ``<name>_<runtime>``."""
+        step = RUNTIMES[self.classifier].step
+        return self.step_name(f"{self.model_card.arch}_{step}", step)
 
     @property
     def gpu_ids(self) -> tuple[int, ...]:
@@ -395,6 +399,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     spec = replace(spec, card=card, preprocess=preprocess, precision=runtime.precision(spec.precision))
     fused = spec.served_profile == "fused"
     directories = [spec.name] if fused else [spec.preprocess_name, spec.classifier_name, spec.name]
+    if not all(MODEL_NAME.fullmatch(name) for name in directories):  # a hand-written card's arch names a step
+        raise RepositoryError(f"model names are letters, digits, '_', '-' and '.' (not first), got {directories}")
     _check_free(root, spec, directories)
     prepare_directory(root, spec.name)
     names = card.class_labels

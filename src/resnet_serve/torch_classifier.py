@@ -41,10 +41,11 @@ def unless_out_of_memory(pb_utils, requests, execute: Callable[[Sequence], list]
     ``pb_utils`` is the Python backend's module."""
     try:
         return execute(requests)
-    except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        error = pb_utils.TritonError(OUT_OF_MEMORY, pb_utils.TritonError.UNAVAILABLE)
-        return [pb_utils.InferenceResponse(error=error) for _ in requests]
+    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError from 2.5 only; we allow 2.4)
+        pass
+    torch.cuda.empty_cache()  # here, not in the except block, whose traceback still holds the batch's tensors
+    error = pb_utils.TritonError(OUT_OF_MEMORY, pb_utils.TritonError.UNAVAILABLE)
+    return [pb_utils.InferenceResponse(error=error) for _ in requests]
 
 
 def load_state_dict_model(

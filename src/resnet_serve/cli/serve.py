@@ -12,7 +12,7 @@ from pathlib import Path
 
 from resnet_serve.cli.common import DEFAULT_REPOSITORY, DEFAULT_WORKDIR, add_server_options, find_server
 from resnet_serve.progress import say, step, warn
-from resnet_serve.server.access import AccessError
+from resnet_serve.server.access import AccessError, parse_key
 from resnet_serve.server.mps import MPS_MODES
 from resnet_serve.server.process import START_TIMEOUT_S
 
@@ -25,14 +25,21 @@ def model_control_key(args: argparse.Namespace, environ: Mapping[str, str] = os.
     else $RESNET_SERVE_MODEL_CONTROL_KEY; None: serve makes a random one."""
     if args.model_control_key_file:
         path = Path(args.model_control_key_file)
+        source = f"--model-control-key-file {path}"
         try:
             lines = path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise AccessError(f"--model-control-key-file {path}: cannot read it ({exc.__class__.__name__})") from None
+            raise AccessError(f"{source}: cannot read it ({exc.__class__.__name__})") from None
         if not lines or not lines[0].strip():
-            raise AccessError(f"--model-control-key-file {path}: its first line must be HEADER=VALUE, got nothing")
-        return lines[0].strip()
-    return args.model_control_key or environ.get(KEY_VARIABLE) or None
+            raise AccessError(f"{source}: its first line must be HEADER=VALUE, got nothing")
+        key = lines[0].strip()
+    elif args.model_control_key:
+        key, source = args.model_control_key, "--model-control-key"
+    else:
+        key, source = environ.get(KEY_VARIABLE, ""), f"${KEY_VARIABLE}"
+    if key:
+        parse_key(key, source)  # a malformed key fails here, in one line that does not show it
+    return key or None
 
 
 def add_parser(commands) -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ over :func:`preprocess_batch`. The numbers follow ``Resize(resize, interpolation
 from __future__ import annotations
 
 import io
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -67,11 +68,11 @@ class PreprocessOptions:
         True, "always decode JPEGs at full size (exact torchvision numbers, slower on big photos)"
     )
     # The pixel limits bound every image known: the costliest request they let through (ten 24 MP
-    # progressive JPEGs) decodes in 3.7 s on one core of the 2-core CI machine, a request of 256 camera
-    # photos (3361x2521) in 2.3 s on its two (benchmarks/RESULTS.md, issue 28). This limit, 3-4x
+    # progressive JPEGs) takes 3.7 s of CPU on the 2-core CI machine, a request of 256 camera photos
+    # (3361x2521) 4.6 s (2.3 s on its two cores; benchmarks/RESULTS.md, issue 28). This limit, 2-3x
     # those, is for what no check foresaw.
     max_request_decode_ms: int = option(
-        10_000, "most milliseconds the CPU spends on one request's images; those not yet started are refused (0: none)"
+        10_000, "most CPU milliseconds spent on one request's images; those not yet started are refused (0: none)"
     )
 
     def to_parameters(self) -> dict[str, str]:
@@ -268,22 +269,29 @@ def rows_to_bytes(batch: np.ndarray, lengths: Sequence[int] | None = None) -> li
 
 
 class DecodeBudget:
-    """Each request's time on the CPU, from when its first image started: once a request has spent
-    ``options.max_request_decode_ms``, its images not yet started are refused, not decoded."""
+    """Each request's CPU time on its images (each image's thread time, so waiting for a core under
+    load does not count): once a request has spent ``options.max_request_decode_ms``, its images
+    not yet started are refused, not decoded."""
 
     def __init__(self, options: PreprocessOptions, owners: Sequence[int] | None = None):
         self.limit_ms, self.owners = options.max_request_decode_ms, owners
-        self.started: dict[int, float] = {}
+        self.used_s: dict[int, float] = {}
+        self._lock = threading.Lock()  # images of one request finish on several threads
+
+    def _owner(self, index: int) -> int:
+        return self.owners[index] if self.owners else index
 
     def spent(self, index: int) -> ImageError | None:
         """None while image ``index``'s request has time left, else why the image is not decoded."""
-        if not self.limit_ms:
-            return None
-        now = time.monotonic()
-        started = self.started.setdefault(self.owners[index] if self.owners else index, now)
-        if (now - started) * 1000 <= self.limit_ms:
+        if not self.limit_ms or self.used_s.get(self._owner(index), 0.0) * 1000 <= self.limit_ms:
             return None
         return ImageError(f"not decoded: its request's images took over {self.limit_ms} ms (max_request_decode_ms)")
+
+    def add(self, index: int, seconds: float) -> None:
+        """Count ``seconds`` of CPU that image ``index`` took against its request."""
+        owner = self._owner(index)
+        with self._lock:
+            self.used_s[owner] = self.used_s.get(owner, 0.0) + seconds
 
 
 def preprocess_batch(
@@ -307,10 +315,13 @@ def preprocess_batch(
     def run(index: int) -> ImageError | None:
         if error := budget.spent(index):
             return error
+        started = time.thread_time()
         try:
             preprocess_image(images[index], options, out[index], infos[index] if infos else None)
         except Exception as exc:  # any failure is this image's alone (a stub once kept ~1 GB of frames)
             return as_image_error(exc)
+        finally:
+            budget.add(index, time.thread_time() - started)
         return None
 
     indices = range(len(images))

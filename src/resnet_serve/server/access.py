@@ -43,11 +43,11 @@ def private_key() -> str:
     return f"resnet-serve-admin={secrets.token_urlsafe(24)}"
 
 
-def parse_key(key: str) -> tuple[str, str]:
-    """``HEADER=VALUE`` -> (lower-case header, value)."""
+def parse_key(key: str, source: str = "--model-control-key") -> tuple[str, str]:
+    """``HEADER=VALUE`` -> (lower-case header, value); the error names ``source``, never the key."""
     header, _, value = key.partition("=")
     if not (header and value) or any(c in header for c in ",:= "):
-        raise AccessError(f"--model-control-key needs HEADER=VALUE, got {key!r}")
+        raise AccessError(f"{source}: the key must be HEADER=VALUE, a header name without ',', ':' or spaces")
     return header.lower(), value
 
 

@@ -38,6 +38,7 @@ from resnet_serve.server import procfs
 from resnet_serve.server.binary import ServerError
 
 CONTROL = "nvidia-cuda-mps-control"
+MPS_COMMAND_NAME = CONTROL[:15]  # /proc/PID/comm of the control daemon and of its nvidia-cuda-mps-server
 PIPE_VARIABLE, LOG_VARIABLE = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
 VISIBLE_VARIABLE = "CUDA_VISIBLE_DEVICES"
 DEFAULT_PIPE_DIRECTORY = Path("/tmp/nvidia-mps")  # where clients look when PIPE_VARIABLE is unset
@@ -134,10 +135,9 @@ class MpsDaemon:
         no process of that pid runs the control program (a daemon long gone, its pid reused)."""
         try:
             pid = int((self.pipe_directory / "nvidia-cuda-mps-control.pid").read_text())
-            runs_control = Path(f"/proc/{pid}/comm").read_text().strip() == CONTROL[:15]  # comm: 15 characters
         except (OSError, ValueError):
             return None
-        return pid if runs_control else None
+        return pid if procfs.command_name(pid) == MPS_COMMAND_NAME else None
 
     def server_pids(self) -> list[int]:
         """The MPS servers this daemon runs (one per user; started by the first client)."""
@@ -153,11 +153,12 @@ class MpsDaemon:
 
     def stop(self) -> None:
         """Ask the daemon to quit (its server goes with it once the clients are gone); kill what is
-        left after STOP_WAIT_S; remove its directory."""
+        left after STOP_WAIT_S, MPS processes only (whatever a pid file or a socket says); remove its
+        directory."""
         daemon = self.daemon_pid()
         pids = [] if daemon is None else [daemon]
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # gone, or hung: killed below
-            pids += self.server_pids()
+            pids += [pid for pid in self.server_pids() if procfs.command_name(pid) == MPS_COMMAND_NAME]
             self.control_command(command=b"quit\n")
         deadline = time.monotonic() + STOP_WAIT_S
         while any(map(procfs.alive, pids)) and time.monotonic() < deadline:

@@ -175,9 +175,10 @@ class TritonServer:
 
     def metrics(self, timeout: float = 5.0) -> bytes:
         """Triton's Prometheus text; raises OSError when it does not answer."""
-        if self.metrics_socket is None:
+        path = self.metrics_socket  # once: stop() may clear it meanwhile
+        if path is None:
             raise OSError("tritonserver is not started")
-        connection = _UnixHTTPConnection(str(self.metrics_socket), timeout)
+        connection = _UnixHTTPConnection(str(path), timeout)
         try:
             connection.request("GET", "/metrics")
             response = connection.getresponse()
@@ -198,16 +199,10 @@ class TritonServer:
         for orphaned in procfs.orphaned_directories(PRIVATE_DIR_PREFIX):
             shutil.rmtree(orphaned, ignore_errors=True)
         self.shm_prefix = shm.new_prefix()
-        if self.private_dir is None:  # kept across restarts; stop() removes it
-            self.private_dir = procfs.owned_directory(PRIVATE_DIR_PREFIX)
-        if len(str(self.metrics_socket)) > MAX_SOCKET_PATH:
-            raise ServerError(f"the metrics socket's path {self.metrics_socket} is too long: set a shorter TMPDIR")
-        self.metrics_socket.unlink(missing_ok=True)  # a restart: Triton refuses a socket file that exists
-        arguments = [*self.settings.command(self.binary, self.metrics_socket), shm.backend_config_arg(self.shm_prefix)]
-        command = with_parent.command(os.getpid(), arguments)
-        env = server_environment(self.binary)
-        self.mps, self.gpu_sharing = start_daemon(self.settings.mps, self.settings.gpus, env)
         try:
+            command = with_parent.command(os.getpid(), self._arguments())
+            env = server_environment(self.binary)
+            self.mps, self.gpu_sharing = start_daemon(self.settings.mps, self.settings.gpus, env)
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
                     command,
@@ -223,6 +218,16 @@ class TritonServer:
             self.stop()
             raise
         return self
+
+    def _arguments(self) -> list[str]:
+        """tritonserver's arguments for this start, its metrics socket made ready in the private directory."""
+        if self.private_dir is None:  # kept across restarts; stop() removes it
+            self.private_dir = procfs.owned_directory(PRIVATE_DIR_PREFIX)
+        socket_path = self.private_dir / "metrics.sock"
+        if len(str(socket_path)) > MAX_SOCKET_PATH:
+            raise ServerError(f"the metrics socket's path {socket_path} is too long: set a shorter TMPDIR")
+        socket_path.unlink(missing_ok=True)  # a restart: Triton refuses a socket file that exists
+        return [*self.settings.command(self.binary, socket_path), shm.backend_config_arg(self.shm_prefix)]
 
     def _check_ports(self) -> None:
         settings = self.settings

@@ -4,6 +4,7 @@ and which of our directories belong to processes that are gone."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def is_stub(pid: int) -> bool:
         return STUB_EXECUTABLE in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def command_name(pid: int) -> str:
+    """The process's executable name as /proc/PID/comm holds it (its first 15 characters); "" if gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def alive(pid: int) -> bool:
@@ -58,10 +67,17 @@ def owned_directory(prefix: str) -> Path:
 
 
 def orphaned_directories(prefix: str, parent: Path | None = None) -> list[Path]:
-    """The :func:`owned_directory` directories of ``prefix`` whose process no longer runs."""
+    """The :func:`owned_directory` directories of ``prefix`` whose process no longer runs: directories
+    (not links) of this user with mode 0700, as mkdtemp made them, so that what another user put in
+    the shared temporary directory under such a name is never acted on."""
     orphaned = []
     for directory in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = directory.name.removeprefix(prefix).split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
+        try:
+            info = directory.lstat()
+        except OSError:
+            continue
+        ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+        if ours and pid.isdigit() and not alive(int(pid)):
             orphaned.append(directory)
     return orphaned
