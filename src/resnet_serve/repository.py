@@ -100,6 +100,12 @@ class RepositoryError(ResnetServeError):
     """The repository cannot be written as asked."""
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a model (or step) name that is not a plain directory name Triton and URLs take as is."""
+    if not MODEL_NAME.fullmatch(name):
+        raise RepositoryError(f"a model name is letters, digits, '_', '-' and '.' (not first), got {name!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RepositorySpec:
     """What goes into the repository; fields declared with ``option`` are also CLI options."""
@@ -168,8 +174,7 @@ class RepositorySpec:
             raise RepositoryError(str(exc)) from None
         if self.served_profile == "fused" and self.classifier != "torch":
             raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
-        if not MODEL_NAME.fullmatch(self.name):
-            raise RepositoryError(f"a model name is letters, digits, '_', '-' and '.' (not first), got {self.name!r}")
+        check_model_name(self.name)
 
     @property
     def served_profile(self) -> str:
@@ -399,8 +404,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     spec = replace(spec, card=card, preprocess=preprocess, precision=runtime.precision(spec.precision))
     fused = spec.served_profile == "fused"
     directories = [spec.name] if fused else [spec.preprocess_name, spec.classifier_name, spec.name]
-    if not all(MODEL_NAME.fullmatch(name) for name in directories):  # a hand-written card's arch names a step
-        raise RepositoryError(f"model names are letters, digits, '_', '-' and '.' (not first), got {directories}")
+    for name in directories:  # a hand-written card's arch names the classifier step
+        check_model_name(name)
     _check_free(root, spec, directories)
     prepare_directory(root, spec.name)
     names = card.class_labels

@@ -223,7 +223,7 @@ class TritonServer:
         """tritonserver's arguments for this start, its metrics socket made ready in the private directory."""
         if self.private_dir is None:  # kept across restarts; stop() removes it
             self.private_dir = procfs.owned_directory(PRIVATE_DIR_PREFIX)
-        socket_path = self.private_dir / "metrics.sock"
+        socket_path = self.metrics_socket
         if len(str(socket_path)) > MAX_SOCKET_PATH:
             raise ServerError(f"the metrics socket's path {socket_path} is too long: set a shorter TMPDIR")
         socket_path.unlink(missing_ok=True)  # a restart: Triton refuses a socket file that exists
