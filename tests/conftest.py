@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,14 @@ def pytest_collection_modifyitems(items):
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RESNET_SERVE_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    """Poll ``condition`` every 0.1 s until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

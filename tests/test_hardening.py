@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -42,6 +41,8 @@ from resnet_serve.server.backoff import Backoff
 from resnet_serve.server.front import StatusFront
 from resnet_serve.server.process import PRIVATE_DIR_PREFIX
 
+from conftest import wait_for
+
 MODEL_PATH = f"/v2/models/{ENSEMBLE_NAME}"
 BINARY = ServerBinary(
     executable=Path("/opt/tritonserver/bin/tritonserver"), backend_dir=Path("/opt/tritonserver/backends")
@@ -59,13 +60,6 @@ def http(url: str, path: str, body: bytes | None = None, headers: dict[str, str]
         return exc.code, exc.read()
     except OSError as exc:
         return None, repr(exc).encode()
-
-
-def wait_for(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def flag(argument: str, command: list[str]) -> str:
@@ -290,7 +284,8 @@ def start_serve(
     """`resnet-serve serve` on ``ports`` (default: free ones), once its status front says ready and
     SIGTERM means drain."""
     serve, ports = launch_serve(repository, tmp_path, *args, ports=ports)
-    wait_for(lambda: serve.poll() is not None or http(f"http://127.0.0.1:{ports['metrics']}", READY_PATH)[0] == 200)
+    status = f"http://127.0.0.1:{ports['metrics']}"
+    wait_for(lambda: serve.poll() is not None or http(status, READY_PATH)[0] == 200, timeout=120)
     assert serve.poll() is None, serve.stderr.read()
     while "Ctrl-C stops it" not in serve.stderr.readline():  # printed once SIGTERM means drain and stop
         pass
@@ -323,7 +318,7 @@ def test_readiness_follows_the_ensemble_where_tritons_own_does_not(repository, t
     key = {"triton-grpc-protocol-admin-key": "s3cret"}  # Triton's prefix for gRPC metadata
     try:
         client.unload_model(ENSEMBLE_NAME, headers=key)
-        wait_for(lambda: http(served_http, f"{MODEL_PATH}/ready")[0] != 200)
+        wait_for(lambda: http(served_http, f"{MODEL_PATH}/ready")[0] != 200, timeout=120)
         assert http(front, READY_PATH)[0] == 503
         # Triton's server readiness (relayed on HTTP, and gRPC health checking) still says ready: probes must
         # not use it.
@@ -342,7 +337,7 @@ def test_readiness_follows_the_ensemble_where_tritons_own_does_not(repository, t
 def test_sigterm_while_the_server_starts_leaves_nothing_running(repository, tmp_path):
     serve, _ = launch_serve(repository, tmp_path)
     try:
-        wait_for(lambda: own_regions_of(serve.pid))  # tritonserver is starting its stubs
+        wait_for(lambda: own_regions_of(serve.pid), timeout=120)  # tritonserver is starting its stubs
         children = Path(f"/proc/{serve.pid}/task/{serve.pid}/children").read_text().split()
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 130, serve.stderr.read()

@@ -21,6 +21,8 @@ from resnet_serve.client import TritonClassifier
 from resnet_serve.server import ServerError, ServerSettings, TritonServer, free_port, procfs, shm, supervise
 from resnet_serve.server.supervise import expected_stubs
 
+from conftest import wait_for
+
 pytestmark = pytest.mark.server  # every test here runs a tritonserver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +54,6 @@ def descendants(pid: int) -> set[int]:
                     found.add(child)
                     frontier.add(child)
     return found
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def http_ready(port: int) -> bool:

@@ -4,11 +4,12 @@ malformed payloads through the real server, after which a good request gives the
 from __future__ import annotations
 
 import io
+import os
 import struct
 import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from tritonclient.utils import InferenceServerException
 from resnet_serve.client import Connection, TritonClassifier
 from resnet_serve.images.preprocess import ImageError, PreprocessOptions, preprocess_image
 from resnet_serve.repository import ENSEMBLE_NAME, RepositorySpec, write_repository
-from resnet_serve.server import ServerSettings, TritonServer
+from resnet_serve.server import ServerSettings, TritonServer, procfs
+
+from conftest import wait_for
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -169,6 +172,12 @@ def test_a_full_queue_refuses_new_requests_at_once_and_serving_goes_on(limited_s
         client.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.fixture(scope="module")
 def one_slow_lane(tmp_path_factory, onnx_model):
     """One preprocess instance on one thread: a request waits while another decodes. Requests wait at
@@ -200,9 +209,13 @@ def test_a_request_that_waited_past_the_queue_limit_is_refused_as_unavailable(on
         with TritonClassifier(one_slow_lane.grpc_url) as other:
             return other.logits([costly_jpeg])
 
+    (stub,) = [pid for pid in one_slow_lane.stub_pids() if procfs.stub_model(pid) == "preprocess"]
+    idle = cpu_seconds(stub)
     with ThreadPoolExecutor(1) as pool, TritonClassifier(one_slow_lane.grpc_url) as client:
         busy = pool.submit(costly)
-        time.sleep(0.3)  # the costly request (~1.3 s) is decoding: the next one waits in the queue
+        # Once the preprocess stub burns CPU, the costly request (~1.3 s) is executing: the next one
+        # waits in the queue (a fixed sleep let it arrive first once, and the two were batched together).
+        wait_for(lambda: cpu_seconds(stub) - idle >= 0.1, timeout=30)
         with pytest.raises(InferenceServerException, match="Request timeout expired") as refused:
             client.logits([images["mug_tiny.jpg"]])
         assert refused.value.status() == "StatusCode.UNAVAILABLE"  # retryable, not the client's fault
