@@ -317,6 +317,7 @@ def main() -> None:
     count = torch.cuda.device_count()
     # (name, setup, images per request, concurrencies, repository overrides)
     # (-nomps: without the MPS daemon the server starts by default, server/mps.py)
+    checked = PreprocessOptions(gpu_jpeg_check="full")
     # fmt: off
     runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
@@ -336,6 +337,10 @@ def main() -> None:
         ("fused-photo", "fused-gpu", 1, concurrencies[2:4], {"gpus": one, "image": "photo"}),
         ("fused-photo-torchvision", "fused-gpu", 1, concurrencies[2:4],
          {"gpus": one, "image": "photo", "gpu_decoder": "torchvision"}),
+        # issue 28: every JPEG's scans read strictly on the host before the GPU decodes it (gpu_jpeg_check full)
+        ("fused-checked-x8", "fused-gpu", 8, concurrencies[2:6], {"gpus": one, "preprocess": checked}),
+        ("fused-photo-checked", "fused-gpu", 1, concurrencies[2:4], {"gpus": one, "image": "photo",
+                                                                       "preprocess": checked}),
         ("seed-gpu", "seed-gpu", 1, concurrencies[1:2], {"gpus": one}),
     ]
     # fmt: on

@@ -269,6 +269,12 @@ def jpeg_cut_and_closed(jpeg: bytes, kept: float) -> bytes:
     return jpeg[: scan + int((len(jpeg) - scan) * kept)] + b"\xff\xd9"
 
 
+def jpeg_without_its_first_scan(jpeg: bytes) -> bytes:
+    """``jpeg`` (progressive) without its first scan, the one that gives every component its DC values."""
+    first = jpeg.index(b"\xff\xda")
+    return jpeg[:first] + jpeg[jpeg.index(b"\xff\xda", first + 2) :]
+
+
 def png_short_rows(width: int = 200, height: int = 100) -> bytes:
     """A well-formed RGB PNG whose complete zlib stream holds only its first tenth of rows (noise)."""
     noise = np.random.default_rng(0).integers(0, 256, (height // 10, 3 * width), np.uint8)
@@ -284,4 +290,7 @@ def issue_28_refused(bases: dict[str, bytes]) -> list[Payload]:
         Payload("JPEG of 200,000 empty comments", jpeg_of_comments(bases["jpeg"]), True),
         Payload("PNG stream of a tenth of its rows", png_short_rows(), True),
         Payload("JPEG scan cut to 2% and closed", jpeg_cut_and_closed(bases["jpeg"], 0.02), True),
+        Payload("JPEG scan cut to 60% and closed", jpeg_cut_and_closed(bases["jpeg"], 0.6), True),
+        Payload("progressive JPEG cut to 90% and closed", jpeg_cut_and_closed(bases["jpeg_progressive"], 0.9), True),
+        Payload("progressive JPEG without its DC scan", jpeg_without_its_first_scan(bases["jpeg_progressive"]), True),
     ]

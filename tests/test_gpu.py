@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from hostile_payloads import base_images, bit_flips, random_bytes, truncations
+from hostile_payloads import base_images, bit_flips, jpeg_cut_and_closed, random_bytes, truncations
 from resnet_serve.gpu_placement import (
     gpu_memory_gib,
     image_instances_for,
@@ -102,19 +102,33 @@ def test_torch_preprocess_follows_the_model_card(images, fields):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 def test_the_gpu_path_refuses_what_the_cpu_path_refuses_in_the_same_words(mug_image, device):
-    # Issue 16: the same bytes get the same outcome on both paths (nvJPEG decodes leniently, so every
-    # refusal rule must run before it, in images.checks). JPEG bit flips are the lenient decoder's case.
+    # Issue 16: the same bytes get the same outcome on both paths. nvJPEG decodes leniently, so every
+    # refusal rule runs before it: images.checks, and with gpu_jpeg_check full libjpeg-turbo's strict
+    # reading of the scans (JPEG bit flips are the lenient decoder's case).
     bases = base_images(mug_image)
     jpegs = {name: data for name, data in bases.items() if name.startswith("jpeg")}
     sent = truncations(bases, 8) + bit_flips(jpegs, 300) + random_bytes(60)
     payloads = [p.data for p in sent]
     _, cpu_errors = preprocess_batch(payloads, EXACT)
-    _, gpu_errors = GpuPreprocessor(device, torch.float32, EXACT)(payloads)
+    _, gpu_errors = GpuPreprocessor(device, torch.float32, replace(EXACT, gpu_jpeg_check="full"))(payloads)
     outcomes = [(str(c) if c else None, str(g) if g else None) for c, g in zip(cpu_errors, gpu_errors, strict=True)]
     differ = [(index, cpu, gpu) for index, (cpu, gpu) in enumerate(outcomes) if cpu != gpu]
     refused = sum(cpu is not None for cpu, _ in outcomes)
     assert refused >= sum(p.must_refuse for p in sent)
     assert not differ, f"{len(differ)} of {len(payloads)} payloads differ (index, cpu, gpu): {differ[:5]}"
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_a_jpeg_scan_cut_and_closed_reaches_the_gpu_decoder_unless_the_scans_are_checked_first(mug_image, device):
+    # The GPU decoders answer it (nvJPEG fills the rest, as torchvision's CPU stand-in does here); checked
+    # first, it gets the CPU path's refusal and words.
+    cut = jpeg_cut_and_closed(encode(mug_image.resize((640, 480)), "JPEG", quality=90), 0.6)
+    _, lenient = GpuPreprocessor(device, torch.float32, EXACT)([cut])
+    _, strict = GpuPreprocessor(device, torch.float32, replace(EXACT, gpu_jpeg_check="full"))([cut])
+    assert lenient == [None]
+    assert (
+        str(strict[0]) == str(preprocess_batch([cut], EXACT)[1][0]) == "truncated JPEG: premature end of data segment"
+    )
 
 
 def test_only_jpegs_with_more_than_the_picture_in_their_header_are_opened_by_pillow_first(images, monkeypatch):

@@ -272,6 +272,12 @@ def test_a_jpeg_scan_cut_below_its_tables_least_cost_and_closed_is_refused(mug_i
             inspect_image(hp.jpeg_cut_and_closed(data, 0.02))
 
 
+def test_a_progressive_jpeg_whose_scans_never_give_a_component_its_values_is_refused(bases):
+    # libjpeg would leave those components at zero and say nothing.
+    with pytest.raises(ImageError, match=r"truncated JPEG: no scan holds component\(s\) \[1, 2, 3\] of its frame"):
+        inspect_image(hp.jpeg_without_its_first_scan(bases["jpeg_progressive"]))
+
+
 def test_a_png_whose_complete_stream_fills_a_tenth_of_its_rows_is_refused(mug_image):
     short = hp.png_short_rows(200, 100)
     info = inspect_image(short)  # well-formed, and its bytes could inflate that far

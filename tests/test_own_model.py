@@ -301,3 +301,31 @@ def test_two_models_in_one_server_answer_under_their_own_names(fruit_model, onnx
             (top,), _ = fruit.classify([photo], k=12)
             assert sorted(p.label for p in top) == sorted(FRUITS)
             assert fruit.logits([photo]).shape == (1, 12)
+
+
+@pytest.mark.server
+def test_the_fused_cpu_profile_decodes_and_classifies_in_one_model_as_the_two_steps_do(onnx_model, model, images,
+                                                                                         tmp_path):  # fmt: skip
+    from conftest import reference_logits
+
+    spec = RepositorySpec(model_file=onnx_model, classifier="openvino", precision="fp32", preprocess=EXACT,
+                          profile="fused")  # fmt: skip
+    root = write_repository(tmp_path / "repo", spec)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [ENSEMBLE_NAME]
+    sent = awkward_images(images)
+    with TritonServer(ServerSettings.on_free_ports(root), log_path=tmp_path / "triton.log") as server:
+        with TritonClassifier(server.grpc_url) as client:
+            served = client.logits(sent)
+            one = client.logits([sent[0]])
+            with pytest.raises(Exception, match="image 1: not a recognised image format"):
+                client.logits([sent[0], b"junk"])
+            (top,), _ = client.classify([sent[0]], k=3)  # labels from the fused model's own config
+        assert len(server.stub_pids()) == 2  # its two instances; no preprocess or classifier step
+    np.testing.assert_allclose(served, reference_logits(model, sent), rtol=0, atol=5e-3)
+    np.testing.assert_allclose(one[0], served[0], rtol=0, atol=1e-4)
+    assert [p.index for p in top] == list(np.argsort(-served[0])[:3])
+
+
+def test_the_fused_profile_is_refused_for_classifiers_that_have_none(tmp_path):
+    with pytest.raises(RepositoryError, match="the fused profile runs the openvino, torch classifier, not ort"):
+        RepositorySpec(model_file=tmp_path / "m.onnx", classifier="ort", profile="fused")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
+import hostile_payloads as hp
 from resnet_serve.batching import gather_images, request_errors
 from resnet_serve.client import pack_images
 from resnet_serve.images.preprocess import (
@@ -16,6 +19,8 @@ from resnet_serve.images.preprocess import (
     IMAGENET_STD,
     ImageError,
     PreprocessOptions,
+    _draft_for_resize,
+    decode_rgb,
     preprocess_batch,
     preprocess_image,
     rows_to_bytes,
@@ -91,6 +96,38 @@ def test_truncated_jpeg_is_an_error(images):
     data = images["mug_500x375.jpg"]
     with pytest.raises(ImageError, match="truncated JPEG: no end-of-image marker"):
         preprocess_image(data[: len(data) // 2])
+
+
+def test_a_jpeg_scan_cut_anywhere_and_closed_is_refused_not_filled(mug_image):
+    # Above the checks' least-cost bound (about 5% of the scan) only a decode can tell; Pillow's filled the
+    # rest with grey and answered (issue 28). Baseline, progressive, and a cut in the last bytes.
+    picture = mug_image.resize((640, 480))
+    for params in ({"quality": 90}, {"quality": 90, "progressive": True}):
+        data = encode(picture, "JPEG", **params)
+        for kept in (0.2, 0.6, 0.999):
+            with pytest.raises(ImageError, match="truncated JPEG: premature end of data segment"):
+                preprocess_image(hp.jpeg_cut_and_closed(data, kept))
+
+
+def test_jpeg_pixels_are_pillows_own(mug_image):
+    # libjpeg-turbo through simplejpeg gives Pillow's pixels: grey, RGB, CMYK (inverted Adobe; 4:2:0 CMYK,
+    # which TurboJPEG cannot name, decoded by Pillow), progressive, EXIF-rotated, full size and drafted.
+    rotated = Image.Exif()
+    rotated[EXIF_ORIENTATION] = 6
+    options = (PreprocessOptions(), PreprocessOptions(resize=384, crop=384), EXACT)
+    for size in ((500, 375), (1999, 1001)):
+        for mode, subsampling in (("RGB", 2), ("RGB", 0), ("L", 0), ("CMYK", 0), ("CMYK", 2)):
+            picture = mug_image.resize(size).convert(mode)
+            for params in ({}, {"progressive": True}, {"exif": rotated.tobytes()}):
+                data = encode(picture, "JPEG", quality=90, subsampling=subsampling, **params)
+                for option in options:
+                    pillow = Image.open(io.BytesIO(data))
+                    if option.jpeg_draft:
+                        _draft_for_resize(pillow, option.resize)
+                    pillow.load()
+                    upright = ImageOps.exif_transpose(pillow) if option.exif_transpose else pillow
+                    expected = np.asarray(upright.convert("RGB"))
+                    assert np.array_equal(np.asarray(decode_rgb(data, option)), expected), (size, mode, params)
 
 
 def test_limits_refuse_before_decoding(images):

@@ -417,7 +417,7 @@ def synthetic_photos(
     return photos
 
 
-SERVER_SETUPS = ("ours", "int8", "ort-fp32", "seed", "gpu", "fused-gpu", "seed-gpu")
+SERVER_SETUPS = ("ours", "fused", "int8", "ort-fp32", "seed", "gpu", "fused-gpu", "seed-gpu")
 SETUPS = (*SERVER_SETUPS, "in-process")
 
 
@@ -447,6 +447,7 @@ def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> Repositor
     torch = {"model_file": files.torch_weights, "classifier": "torch", "device": "cuda"}
     specs = {
         "ours": replace(ours, model_file=files.onnx),
+        "fused": replace(ours, model_file=files.onnx, classifier="openvino", profile="fused"),  # one CPU model
         "int8": replace(ours, model_file=files.int8_onnx, precision="int8"),
         "ort-fp32": replace(ours, model_file=files.onnx, classifier="ort", precision="fp32"),
         # The seed example's classifier: fp32 ONNX on ONNX Runtime.

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from resnet_serve.host import available_cores
 from resnet_serve.options import parse_bool
 
 if TYPE_CHECKING:
@@ -70,3 +72,10 @@ def cuda_device(args: Mapping[str, Any]) -> torch.device:
     device = torch.device("cuda", instance_gpu(args))
     torch.cuda.set_device(device)
     return device
+
+
+def decode_pool(params: Mapping[str, str]) -> ThreadPoolExecutor:
+    """The threads a model that takes encoded images decodes them on: its ``threads`` parameter, else
+    one per core this process may use (host.available_cores)."""
+    threads = int_parameter(params, "threads", 0) or available_cores()
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")

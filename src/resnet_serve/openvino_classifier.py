@@ -8,7 +8,7 @@ ONNX of ``export --int8``: OpenVINO reads its Q/DQ pairs as FakeQuantize and run
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.host import available_cores, classifier_share
+from resnet_serve.model_params import int_parameter
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH, run_in_batches
 
 if TYPE_CHECKING:
@@ -183,3 +184,16 @@ def model_files(model_file: Path) -> list[tuple[Path, str]]:
 def installed_model_file(version: Path) -> Path:
     """The model :func:`model_files` put in a version directory: the IR when there is one, else the ONNX file."""
     return version / IR_FILE if (version / IR_FILE).is_file() else version / ONNX_FILE
+
+
+def served_classifier(version: Path, params: Mapping[str, str], threads: str = "threads") -> OpenVinoClassifier:
+    """The classifier a Triton model's version directory and config parameters describe (``threads``: the
+    parameter that holds its threads), warmed up."""
+    classifier = OpenVinoClassifier(
+        model_file=installed_model_file(version),
+        precision=params.get("precision", "fp32"),
+        threads=int_parameter(params, threads, 0),
+        max_run_batch=int_parameter(params, "max_run_batch", DEFAULT_MAX_RUN_BATCH),
+    )
+    classifier.warm_up()
+    return classifier

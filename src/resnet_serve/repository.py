@@ -53,7 +53,6 @@ from resnet_serve.openvino_classifier import Precision
 from resnet_serve.options import option
 from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
 from resnet_serve.runtimes import RUNTIMES, set_parameters
-from resnet_serve.runtimes.torch_gpu import model_parameters
 
 MARKER_FILE = ".resnet_serve.json"
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a directory name Triton and URLs take as is
@@ -67,7 +66,8 @@ PROFILES: dict[str, str] = {
     "auto": "fused for the GPU's torch classifier, else ours: the fastest measured on each",
     "ours": "batched, ragged, aspect-preserving preprocess (the product)",
     "seed": "the seed example exactly: squash resize, transforms per request, no dynamic batching (a baseline)",
-    "fused": "GPU only: preprocess + classifier in ONE Python model named as the ensemble (one hop, one context)",
+    "fused": "preprocess + classifier in ONE Python model named as the ensemble (one hop, one process): the torch "
+    "classifier on the GPU, OpenVINO on the CPU",
 }
 
 
@@ -92,7 +92,8 @@ def fused_is_default(device: str, classifier: str) -> bool:
     """Whether ``auto`` means the fused profile: for the GPU's torch classifier, which served as fast as two
     steps or faster at every load measured on one H200 (one lease, 512 in flight: 1 image/request 8,018
     img/s against 3,603; 8 images/request 13,642 against 9,933 with the two-step's 4 GiB pool; issue 30
-    found 32 images/request equal; benchmarks/RESULTS.md, stop 37)."""
+    found 32 images/request equal; benchmarks/RESULTS.md, stop 37). Not for OpenVINO on the CPU: faster on 2
+    cores and at low load, but 0.91x the two steps for ResNet-50 at 64 in flight on 16 (RESULTS.md, stop 39)."""
     return device == "cuda" and classifier == "torch"
 
 
@@ -172,8 +173,9 @@ class RepositorySpec:
             parse_gpus(self.gpus) if self.gpus else ()
         except ValueError as exc:
             raise RepositoryError(str(exc)) from None
-        if self.served_profile == "fused" and self.classifier != "torch":
-            raise RepositoryError("the fused profile runs on the GPU: use --device cuda (classifier torch)")
+        if self.served_profile == "fused" and RUNTIMES[self.classifier].fused_source is None:
+            fused = ", ".join(kind for kind, runtime in RUNTIMES.items() if runtime.fused_source)
+            raise RepositoryError(f"the fused profile runs the {fused} classifier, not {self.classifier}")
         check_model_name(self.name)
 
     @property
@@ -256,25 +258,28 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.input.add(name=PREPROCESS_INPUT, data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=not seed)
     config.input.add(name=PREPROCESS_LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True)
     config.output.add(name=PREPROCESS_OUTPUT, data_type=spec.image_tensor_type, dims=_image_dims(spec))
-    if spec.device == "cuda" and not seed:
-        _cpu_groups_per_gpu(config, spec)
-    else:  # A Python model with UINT8 input must run in a KIND_CPU instance group.
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1 if seed else spec.image_instances)
     if seed:
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
         return config
-    _batch_and_guard_images(config, spec)
-    set_parameters(config, {"threads": spec.preprocess_threads})
+    _take_images(config, spec)
     if spec.device == "cuda":
-        dtype = "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"
-        set_parameters(config, {"dtype": dtype, "gpu_decoder": spec.gpu_decoder})
+        set_parameters(config, {"dtype": "fp16" if spec.image_tensor_type == mc.TYPE_FP16 else "fp32"})
     return config
 
 
-def _cpu_groups_per_gpu(config: mc.ModelConfig, spec: RepositorySpec) -> None:
-    """A GPU model with UINT8 input: one KIND_CPU group per GPU, named for it (gpu_placement)."""
-    for gpu in spec.gpu_ids:
-        config.instance_group.add(name=group_name(gpu), kind=mc.ModelInstanceGroup.KIND_CPU,
-                                  count=spec.image_instances)  # fmt: skip
+def _take_images(config: mc.ModelConfig, spec: RepositorySpec) -> None:
+    """What the model that decodes (preprocess, or the fused model) has whatever its profile: its instances
+    (a Python model with UINT8 input runs in KIND_CPU instance groups: per GPU on the GPU), batching and
+    limits, its decode threads and GPU decoder."""
+    if spec.device == "cuda":
+        for gpu in spec.gpu_ids:  # one group per GPU, named for it (gpu_placement)
+            config.instance_group.add(name=group_name(gpu), kind=mc.ModelInstanceGroup.KIND_CPU,
+                                      count=spec.image_instances)  # fmt: skip
+        set_parameters(config, {"gpu_decoder": spec.gpu_decoder})
+    else:
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.image_instances)
+    _batch_and_guard_images(config, spec)
+    set_parameters(config, {"threads": spec.preprocess_threads})
 
 
 def classifier_config(spec: RepositorySpec) -> mc.ModelConfig:
@@ -318,14 +323,12 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
 
 
 def fused_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """The fused profile: one Python model with the ensemble's name, input and output."""
+    """The fused profile: one Python model with the ensemble's name, input and output, that decodes and
+    classifies (the runtime's ``fused_source``: triton_models/fused_cpu.py or fused_gpu.py)."""
     config = mc.ModelConfig(name=spec.name, backend="python", max_batch_size=spec.max_batch_size)
     _ensemble_io(config, spec, ragged=True)
-    _cpu_groups_per_gpu(config, spec)
-    _batch_and_guard_images(config, spec)
-    set_parameters(config, {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "deterministic": spec.deterministic,
-                            "gpu_decoder": spec.gpu_decoder})  # fmt: skip
-    set_parameters(config, model_parameters(spec.model_card))
+    _take_images(config, spec)
+    set_parameters(config, RUNTIMES[spec.classifier].fused_parameters(spec))
     return config
 
 
@@ -410,7 +413,7 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     prepare_directory(root, spec.name)
     names = card.class_labels
     if fused:
-        fused_dir = _write_model(root, fused_config(spec), "fused_gpu", names)
+        fused_dir = _write_model(root, fused_config(spec), runtime.fused_source, names)
         for source, name in runtime.files(model_file):
             _install_file(source, fused_dir / "1" / name)
         _write_marker(root, spec, spec.name, model_file, directories)

@@ -46,10 +46,12 @@ class ImageError(ResnetServeError, ValueError):
 
 def as_image_error(exc: Exception) -> ImageError:
     """``exc``, raised while checking or decoding one image, as that image's own error, without its
-    traceback (its frames would keep the image's bytes alive). Anything that is not an ImageError (a
-    RecursionError, a MemoryError, a decoder's bug) gets a short message naming only its type, so
-    that it fails its own request alone and no server path reaches the client (issue 28)."""
+    traceback or the decoder's exception it replaced (their frames would keep the image's bytes alive).
+    Anything that is not an ImageError (a RecursionError, a MemoryError, a decoder's bug) gets a short
+    message naming only its type, so that it fails its own request alone and no server path reaches the
+    client (issue 28)."""
     if isinstance(exc, ImageError):
+        exc.__context__ = None
         return exc.with_traceback(None)
     return ImageError(f"could not be decoded ({type(exc).__name__})")
 
@@ -190,6 +192,7 @@ _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # bound what they cost: 163 of 113 bytes each, declaring 10000x10000, took 20 s to decode, and 60
 # progressive ones 32 s and 1.7 GB (issue 28). No common encoder writes them; browsers do not show them.
 _JPEG_ARITHMETIC = frozenset((0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_JPEG_PROGRESSIVE = frozenset((0xC2, 0xC6))  # Huffman-coded (the arithmetic ones are refused)
 _JPEG_LOSSLESS = frozenset((0xC3, 0xC7))  # samples, not 8x8 blocks: held to one bit per 64 samples
 _JPEG_MAX_SEGMENTS = 4096  # marker segments outside the scans' data; real files have tens
 _JPEG_FILL = re.compile(rb"\xff*")
@@ -400,6 +403,7 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
     header: list[tuple[int, int, int]] = []  # segments before the first scan: marker, body start, body end
     tables: dict[int, tuple[int, int]] = {}  # Huffman tables defined so far: (shortest, end-of-block) code lengths
     sof = sof_marker = scans = segments = 0
+    unscanned: set[int] = set()  # the frame's components no scan has given values yet (a first DC scan, if progressive)
     pos, size = 2, len(data)
     while True:
         if pos >= size:
@@ -417,6 +421,8 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
         if marker == 0xD9:
             if not scans:
                 raise ImageError("corrupt JPEG: no scan before the end-of-image marker")
+            if unscanned:  # libjpeg would leave them at zero and say nothing: a grey or green picture
+                raise ImageError(f"truncated JPEG: no scan holds component(s) {sorted(unscanned)} of its frame")
             plain = len(frames) == 1 and _plain_jpeg(data, header)
             return ImageInfo("JPEG", pos, tuple(frames), plain=plain, buffered=scans > 1)
         if marker in _JPEG_STANDALONE:
@@ -442,6 +448,7 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
                 raise ImageError(f"corrupt JPEG: frame header at byte {pos - 2} too short for {count} components")
             if not frames:
                 sof, sof_marker = pos, marker
+                unscanned = {data[pos + 8 + 3 * index] for index in range(count)}
             frames.append((width, height))
         if marker in (0xC4, 0xDB):  # they depend on the body alone
             problem = _table_problem(marker, bytes(data[pos + 2 : pos + length]))  # bytes: hashable
@@ -465,6 +472,9 @@ def _walk_jpeg(data: bytes) -> ImageInfo:
             if found is None:
                 raise ImageError(f"truncated JPEG: no end-of-image marker (EOI) in {size} bytes")
             _check_scan_data(data, sof, body, tables, sof_marker in _JPEG_LOSSLESS, found.start() - pos)
+            first_dc = body[1 + 2 * body[0]] == 0 and body[3 + 2 * body[0]] >> 4 == 0  # spectral start 0, Ah 0
+            if first_dc or sof_marker not in _JPEG_PROGRESSIVE:
+                unscanned.difference_update(body[1 : 1 + 2 * body[0] : 2])
             scans += 1
             pos = found.start()
 

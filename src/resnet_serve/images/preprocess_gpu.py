@@ -29,6 +29,7 @@ from resnet_serve.images.gpu_decode import make_decoders
 from resnet_serve.images.preprocess import (
     ImageError,
     PreprocessOptions,
+    check_jpeg_scans,
     checked_info,
     crop_origin,
     decode_rgb,
@@ -158,8 +159,9 @@ class GpuPreprocessor:
         return _Decoded(torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1))
 
     def _route(self, data: bytes, info: ImageInfo | None) -> tuple[ImageInfo, int | None]:
-        """Check ``data`` as the CPU path does (ImageError, in its words); return its structure and,
-        for a JPEG the GPU decodes, its EXIF orientation (None: the CPU decodes it)."""
+        """Check ``data`` as the CPU path does (ImageError, in its words; a JPEG's scans only with
+        ``gpu_jpeg_check`` full); return its structure and, for a JPEG the GPU decodes, its EXIF
+        orientation (None: the CPU decodes it)."""
         info = checked_info(data, self.options, info)
         if opens_plain(info):  # Pillow's header parse would find an upright grey/RGB JPEG: skip it
             (width, height), orientation = info.size, 1
@@ -171,8 +173,11 @@ class GpuPreprocessor:
                 return info, None  # CMYK; RGB-coded samples are libjpeg's to read
             width, height = header.size
             orientation = exif_orientation(header) if self.options.exif_transpose else 1
-        too_long = max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE
-        return info, None if too_long else orientation
+        if max(resized_size(width, height, self.options.resize)) > MAX_GPU_RESIZED_SIDE:
+            return info, None
+        if self.options.gpu_jpeg_check == "full":
+            check_jpeg_scans(data)
+        return info, orientation
 
     def _decode(self, images: Sequence[bytes], infos: Sequence[ImageInfo | None]) -> list[_Decoded]:
         decoded: list[_Decoded] = [_Decoded() for _ in images]

@@ -1,9 +1,10 @@
 """The one interface every classifier runtime implements for the repository writer.
 
 A runtime answers the same questions whatever it is: the classifier step's name, the files it puts
-in the version directory, the precision it will serve, and its part of the model config (backend
-or platform, instance group, parameters). The writer adds what every classifier shares (tensor
-names and shapes from the contract and the model card, labels, dynamic batching).
+in the version directory, the precision it will serve, its part of the model config (backend or
+platform, instance group, parameters) and, where it has one, its part of the fused model's. The
+writer adds what every classifier shares (tensor names and shapes from the contract and the model
+card, labels, dynamic batching).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Runtime:
     runs_on: str  # one line for --help
     model_file: str = ONNX_FILE  # the file's name in the version directory
     source: str | None = None  # triton_models/<source>.py for a Python-backend model; None: a native backend
+    fused_source: str | None = None  # triton_models/<fused_source>.py decodes and classifies; None: no fused profile
     reads_onnx: bool = True  # its model file is ONNX (or an OpenVINO IR): the writer checks its shapes
 
     def files(self, model_file: Path) -> list[tuple[Path, str]]:
@@ -52,6 +54,10 @@ class Runtime:
     def configure(self, config: mc.ModelConfig, spec: RepositorySpec) -> None:
         """Its backend or platform, instance group and parameters."""
         raise NotImplementedError
+
+    def fused_parameters(self, spec: RepositorySpec) -> dict[str, object]:
+        """Its parameters in the fused model (``fused_source``), beside the decoding ones."""
+        return {}
 
     def in_process(self, spec: RepositorySpec) -> Callable[[np.ndarray], np.ndarray]:
         """The same classifier in this process (the bench's in-process ceiling), where it can run here."""

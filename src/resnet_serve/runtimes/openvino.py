@@ -46,6 +46,10 @@ class OpenVinoPython(OpenVino):
         set_parameters(config, {"precision": spec.precision, "threads": spec.classifier_threads,
                                 "max_run_batch": spec.classifier_run_batch})  # fmt: skip
 
+    def fused_parameters(self, spec) -> dict[str, object]:
+        return {"precision": spec.precision, "classifier_threads": spec.classifier_threads,
+                "max_run_batch": spec.classifier_run_batch}  # fmt: skip
+
     def in_process(self, spec):
         return OpenVinoClassifier(model_file=spec.model_file, precision=self.precision(spec.precision),
                                   threads=spec.classifier_threads, max_run_batch=spec.classifier_run_batch)  # fmt: skip
@@ -79,6 +83,6 @@ class OpenVinoNative(OpenVino):
 
 PYTHON = OpenVinoPython(
     "openvino", "openvino", "python backend + OpenVINO (CPU; precision by the chip: bf16, int8)",
-    source="classifier_openvino",
+    source="classifier_openvino", fused_source="fused_cpu",
 )  # fmt: skip
 NATIVE = OpenVinoNative("openvino_native", "openvino", "openvino backend (NVIDIA's containers)")

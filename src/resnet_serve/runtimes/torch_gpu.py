@@ -29,8 +29,12 @@ class TorchGpu(Runtime):
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
         set_parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
 
+    def fused_parameters(self, spec) -> dict[str, object]:
+        return {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "deterministic": spec.deterministic,
+                **model_parameters(spec.model_card)}  # fmt: skip
+
 
 TORCH = TorchGpu(
     "torch", "torch", "python backend + PyTorch fp16 CUDA graphs (GPU; state_dict file)",
-    model_file="model.pt", source="classifier_torch", reads_onnx=False,
+    model_file="model.pt", source="classifier_torch", fused_source="fused_gpu", reads_onnx=False,
 )  # fmt: skip

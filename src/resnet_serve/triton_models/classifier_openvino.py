@@ -12,23 +12,15 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import request_slices, responses
-from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
-from resnet_serve.openvino_classifier import OpenVinoClassifier, installed_model_file
-from resnet_serve.run_batches import DEFAULT_MAX_RUN_BATCH
+from resnet_serve.model_params import config_parameters, tensor_names
+from resnet_serve.openvino_classifier import served_classifier
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = config_parameters(args)
         (self.input_name,), (self.output_name,) = tensor_names(args)
         version = Path(args["model_repository"]) / args["model_version"]
-        self.classify = OpenVinoClassifier(
-            model_file=installed_model_file(version),
-            precision=params.get("precision", "fp32"),
-            threads=int_parameter(params, "threads", 0),
-            max_run_batch=int_parameter(params, "max_run_batch", DEFAULT_MAX_RUN_BATCH),
-        )
-        self.classify.warm_up()
+        self.classify = served_classifier(version, config_parameters(args))
         pb_utils.Logger.log_info(f"{args['model_name']}: OpenVINO {self.classify.describe()}")
 
     def execute(self, requests):

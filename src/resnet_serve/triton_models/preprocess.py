@@ -4,14 +4,11 @@ A thin shell over :mod:`resnet_serve.images.preprocess`. Each image is decoded o
 fails gives its request an error naming the image, and the other requests of the batch go on.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
 import triton_python_backend_utils as pb_utils
 
 from resnet_serve.batching import gather_requests, request_errors, responses
-from resnet_serve.host import available_cores
 from resnet_serve.images.preprocess import PreprocessOptions, preprocess_batch
-from resnet_serve.model_params import config_parameters, int_parameter, tensor_names
+from resnet_serve.model_params import config_parameters, decode_pool, tensor_names
 
 
 class TritonPythonModel:
@@ -19,8 +16,7 @@ class TritonPythonModel:
         params = config_parameters(args)
         (self.input_name, self.lengths_name), (self.output_name,) = tensor_names(args)
         self.options = PreprocessOptions.from_parameters(params)
-        threads = int_parameter(params, "threads", 0) or available_cores()
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="preprocess")
+        self.pool = decode_pool(params)
 
     def execute(self, requests):
         gathered = gather_requests(pb_utils, requests, self.input_name, self.lengths_name, self.options)
