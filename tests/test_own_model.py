@@ -304,8 +304,7 @@ def test_two_models_in_one_server_answer_under_their_own_names(fruit_model, onnx
 
 
 @pytest.mark.server
-def test_the_fused_cpu_profile_decodes_and_classifies_in_one_model_as_the_two_steps_do(onnx_model, model, images,
-                                                                                         tmp_path):  # fmt: skip
+def test_the_fused_cpu_profile_serves_in_one_model_what_the_two_steps_serve(onnx_model, model, images, tmp_path):
     from conftest import reference_logits
 
     spec = RepositorySpec(model_file=onnx_model, classifier="openvino", precision="fp32", preprocess=EXACT,
@@ -327,5 +326,5 @@ def test_the_fused_cpu_profile_decodes_and_classifies_in_one_model_as_the_two_st
 
 
 def test_the_fused_profile_is_refused_for_classifiers_that_have_none(tmp_path):
-    with pytest.raises(RepositoryError, match="the fused profile runs the openvino, torch classifier, not ort"):
+    with pytest.raises(RepositoryError, match="the fused profile runs the openvino or torch classifier, not ort"):
         RepositorySpec(model_file=tmp_path / "m.onnx", classifier="ort", profile="fused")

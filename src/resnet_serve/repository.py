@@ -174,7 +174,7 @@ class RepositorySpec:
         except ValueError as exc:
             raise RepositoryError(str(exc)) from None
         if self.served_profile == "fused" and RUNTIMES[self.classifier].fused_source is None:
-            fused = ", ".join(kind for kind, runtime in RUNTIMES.items() if runtime.fused_source)
+            fused = " or ".join(kind for kind, runtime in RUNTIMES.items() if runtime.fused_source)
             raise RepositoryError(f"the fused profile runs the {fused} classifier, not {self.classifier}")
         check_model_name(self.name)
 
