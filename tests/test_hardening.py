@@ -369,9 +369,10 @@ def test_a_sigkilled_serve_leaves_nothing_running_and_its_ports_free_for_the_nex
     taken = socket.create_server(("127.0.0.1", 0))
     try:
         port = taken.getsockname()[1]
-        refused, _ = launch_serve(repository, tmp_path, f"--grpc-port={port}")
-        assert refused.wait(60) == 1
-        assert f"gRPC port {port} on 127.0.0.1 is in use" in refused.stderr.read()
+        for flag, what in (("--grpc-port", "gRPC"), ("--metrics-port", "metrics and health")):
+            refused, _ = launch_serve(repository, tmp_path, f"{flag}={port}")
+            assert refused.wait(60) == 1
+            assert f"{what} port {port} on 127.0.0.1 is in use" in refused.stderr.read()
     finally:
         taken.close()
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from resnet_serve.server.process import LIVE_PATH, READY_PATH
+from resnet_serve.server.process import LIVE_PATH, READY_PATH, port_taken
 
 METRICS_PATH = "/metrics"
 
@@ -73,7 +73,10 @@ class StatusFront:
     def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Callable[[], bytes]):
         self.ready, self.metrics = ready, metrics
         server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
-        self.httpd = server_class((host.strip("[]"), port), _Handler)
+        try:
+            self.httpd = server_class((host.strip("[]"), port), _Handler)
+        except OSError as exc:
+            raise port_taken("metrics and health", host, port, exc) from None
         self.httpd.front = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="status-front", daemon=True)
 

@@ -60,9 +60,14 @@ def check_port_free(what: str, host: str, port: int) -> None:
         try:
             sock.bind((host.strip("[]"), port))
         except OSError as exc:
-            raise ServerError(
-                f"{what} port {port} on {host} is in use ({exc.strerror}): stop what holds it, or choose another port"
-            ) from None
+            raise port_taken(what, host, port, exc) from None
+
+
+def port_taken(what: str, host: str, port: int, exc: OSError) -> ServerError:
+    """The one-line error of a port that cannot be bound, naming it."""
+    return ServerError(
+        f"{what} port {port} on {host} is in use ({exc.strerror}): stop what holds it, or choose another port"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
