@@ -22,14 +22,15 @@ class TorchGpu(Runtime):
         config.backend = "python"
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.classifier_instances,
                                   gpus=spec.gpu_ids)  # fmt: skip
-        seed = spec.served_profile == "seed"
-        set_parameters(config, {"dtype": "fp32" if seed else spec.dtype, "cuda_graphs": spec.cuda_graphs and not seed,
-                                "deterministic": spec.deterministic})  # fmt: skip
-        set_parameters(config, model_parameters(spec.model_card))
+        built_as = self.fused_parameters(spec)
+        if spec.served_profile == "seed":  # the example's classifier: fp32, eager
+            built_as.update(dtype="fp32", cuda_graphs=False)
+        set_parameters(config, built_as)
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
         set_parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
 
     def fused_parameters(self, spec) -> dict[str, object]:
+        """What the classifier is built as (torch_classifier.instance_classifier), in either model."""
         return {"dtype": spec.dtype, "cuda_graphs": spec.cuda_graphs, "deterministic": spec.deterministic,
                 **model_parameters(spec.model_card)}  # fmt: skip
 
