@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from resnet_serve.gpu_placement import visible_gpu_count
 from resnet_serve.repository import read_config
-from resnet_serve.server import procfs
+from resnet_serve.server import procfs, shm
 from resnet_serve.server.backoff import Backoff
 from resnet_serve.server.binary import ServerError
 from resnet_serve.server.process import TritonServer
@@ -114,11 +114,17 @@ def supervise(server: TritonServer, stop, log, backoff: Backoff | None = None) -
 
 
 def _wait_for_old_stubs(server: TritonServer, expected: int, stop, timeout_s: float = 10.0) -> None:
-    """Wait (at most ``timeout_s``) until no more stubs run than the configs ask for: Triton finalizes
-    an unloaded model's instances after their replacements load (measured: the surviving stub of a
-    two-instance model outlived the reload by up to 2 s), and a stub counted then is not a live one."""
+    """Wait (at most ``timeout_s``) until no more stubs run, and no more shared-memory regions are
+    left, than the configs ask for: Triton finalizes an unloaded model's instances after their
+    replacements load (measured: the surviving stub of a two-instance model outlived the reload by up
+    to 2 s), and it unlinks a dead stub's region after the stub is gone (CI once counted the region
+    a moment after the stub), so a stub or region counted before then is not a live one."""
     deadline = time.monotonic() + timeout_s
-    while len(server.stub_pids()) > expected and time.monotonic() < deadline and not stop.wait(0.1):
+
+    def old_ones_left() -> bool:
+        return len(server.stub_pids()) > expected or len(shm.regions(server.shm_prefix)) > expected
+
+    while old_ones_left() and time.monotonic() < deadline and not stop.wait(0.1):
         pass
 
 
