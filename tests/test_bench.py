@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,8 +21,10 @@ from test_cli import run_cli
 from conftest import reference_logits
 
 
-def test_sweep_reports_throughput_latency_server_times_and_host_cpu(server, images):
-    generator = LoadGenerator(server.grpc_url, "grpc", [images["mug_500x375.jpg"], images["mug_tiny.jpg"]])
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sweep_reports_throughput_latency_server_times_host_cpu_and_the_clients_own(server, images, processes):
+    mine = [images["mug_500x375.jpg"], images["mug_tiny.jpg"]]
+    generator = LoadGenerator(server.grpc_url, "grpc", mine, processes=processes)
     points = sweep(generator, "ours", [1, 2], seconds=1.0, warmup_s=0.2, progress=False)
     assert [p.concurrency for p in points] == [1, 2]
     for point in points:
@@ -30,6 +33,8 @@ def test_sweep_reports_throughput_latency_server_times_and_host_cpu(server, imag
         assert {"preprocess", "resnet50_ort"} <= set(point.models)
         assert point.models["resnet50_ort"].compute_ms > 0
         assert 0 < point.host_cpu_pct <= 100  # the server and the clients ran on this machine's cores
+        # the clients' share of it: some CPU, and at most the cores their processes had
+        assert 0 < point.client_cores <= min(processes, point.concurrency) * 1.05
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -41,6 +46,8 @@ def test_every_setup_has_a_spec_whatever_the_device_of_ours(tmp_path, device):
     assert (profiles["gpu"], profiles["fused-gpu"], profiles["seed"]) == ("ours", "fused", "seed")
     default = "fused" if device == "cuda" else "ours"
     assert profiles["ours"] == profiles["int8"] == default  # ours's device and classifier: its default
+    int8 = replace(ours, precision="int8")  # the CPU setups that take ours's precision serve its model
+    assert {setup_spec(setup, int8, files).model_file for setup in ("fused", "in-process")} == {files.int8_onnx}
 
 
 def test_table_shows_the_steps_of_an_ensemble_and_the_fused_model_itself():

@@ -69,6 +69,7 @@ class Point:
     first_error: str = ""
     models: dict[str, ModelTimes] = field(default_factory=dict)
     host_cpu_pct: float | None = None  # this machine's cores busy in the window, %; a local server's included
+    client_cores: float | None = None  # cores the load clients themselves kept busy in the window (of host_cpu_pct)
 
 
 class _HostCpu:
@@ -189,24 +190,29 @@ class LoadGenerator:
             index += 1
 
     async def measure(self, concurrency: int, warm_until: float, stop_at: float, with_stats: bool = False):
-        """Latencies (ms) and errors of requests started in [warm_until, stop_at); stats if asked."""
+        """Latencies (ms) and errors of requests started in [warm_until, stop_at), the CPU seconds this
+        process spent per second from warm_until to the last answer (cores), and stats if asked."""
         client = self._new_client()
         latencies: list[float] = []
         errors: list[str] = []
         stats: list[dict] = []
+        started: list[tuple[float, float]] = []
 
-        async def read_stats() -> None:
+        async def at_warm_until() -> None:
             await asyncio.sleep(max(0.0, warm_until - time.time()))
-            stats.append(await self._statistics(client))
+            started.append((time.time(), time.process_time()))
+            if with_stats:
+                stats.append(await self._statistics(client))
 
         try:
             loops = [self._client_loop(client, w, warm_until, stop_at, latencies, errors) for w in range(concurrency)]
-            await asyncio.gather(*loops, *([read_stats()] if with_stats else []))
+            await asyncio.gather(*loops, at_warm_until())
+            (wall, cpu), ended = started[0], (time.time(), time.process_time())
             if with_stats:
                 stats.append(await self._statistics(client))
         finally:
             await client.close()
-        return latencies, errors, stats
+        return latencies, errors, stats, (ended[1] - cpu) / max(1e-9, ended[0] - wall)
 
     def point(self, setup: str, concurrency: int, seconds: float, warmup_s: float) -> Point:
         processes = max(1, min(self.processes, concurrency))
@@ -214,9 +220,11 @@ class LoadGenerator:
         stop_at = warm_until + seconds
         host_cpu = _HostCpu(warm_until, stop_at)
         if processes == 1:
-            latencies, errors, (before, after) = asyncio.run(self.measure(concurrency, warm_until, stop_at, True))
+            measured = asyncio.run(self.measure(concurrency, warm_until, stop_at, True))
+            latencies, errors, (before, after), client_cores = measured
         else:
-            latencies, errors, (before, after) = self._measure_in_processes(processes, concurrency, warm_until, stop_at)
+            measured = self._measure_in_processes(processes, concurrency, warm_until, stop_at)
+            latencies, errors, (before, after), client_cores = measured
         return Point(
             setup=setup,
             concurrency=concurrency,
@@ -231,6 +239,7 @@ class LoadGenerator:
             first_error=errors[0] if errors else "",
             models=_stats_delta(before, after),
             host_cpu_pct=host_cpu.percent(),
+            client_cores=round(client_cores, 2),
         )
 
     def _measure_in_processes(self, processes: int, concurrency: int, warm_until: float, stop_at: float):
@@ -248,13 +257,13 @@ class LoadGenerator:
         after = self.statistics_now()
         latencies = [ms for result in results for ms in result[0]]
         errors = [e for result in results for e in result[1]]
-        return latencies, errors, (before, after)
+        return latencies, errors, (before, after), sum(result[2] for result in results)
 
 
 def _measure_worker(url, protocol, images, images_per_request, model, connection, concurrency, warm_until, stop_at):
     generator = LoadGenerator(url, protocol, images, images_per_request, model, connection=connection)
-    latencies, errors, _ = asyncio.run(generator.measure(concurrency, warm_until, stop_at))
-    return latencies, errors
+    latencies, errors, _, cores = asyncio.run(generator.measure(concurrency, warm_until, stop_at))
+    return latencies, errors, cores
 
 
 def sweep(
@@ -328,15 +337,16 @@ def in_process_ceiling(
 def table(points: Sequence[Point]) -> str:
     """A plain-text table, one row per point, with Triton's per-model times."""
     header = f"{'setup':<14} {'conc':>4} {'img/req':>7} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-    lines = [f"{header} {'errors':>6} {'cpu %':>5}  server: queue / compute ms per request, mean batch"]
+    lines = [f"{header} {'errors':>6} {'cpu %':>5} {'client':>6}  server: queue / compute ms per request, mean batch"]
     for p in points:
         # an ensemble's times are its steps' sums; the fused profile's one model has the ensemble's name
         steps = {name: t for name, t in p.models.items() if name != ENSEMBLE_NAME} or p.models
         server = "  ".join(f"{name}: {t.queue_ms:.1f}/{t.compute_ms:.1f} b{t.batch:.1f}" for name, t in steps.items())
         cpu = "-" if p.host_cpu_pct is None else f"{p.host_cpu_pct:.0f}"
+        client = "-" if p.client_cores is None else f"{p.client_cores:.2f}"
         lines.append(
             f"{p.setup:<14} {p.concurrency:>4} {p.images_per_request:>7} {p.img_per_s:>8.1f} {p.p50_ms:>8.1f} "
-            f"{p.p90_ms:>8.1f} {p.p99_ms:>8.1f} {p.errors:>6} {cpu:>5}  {server}"
+            f"{p.p90_ms:>8.1f} {p.p99_ms:>8.1f} {p.errors:>6} {cpu:>5} {client:>6}  {server}"
         )
     return "\n".join(lines)
 
@@ -445,9 +455,10 @@ class ModelFiles:
 def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> RepositorySpec:
     """The repository spec of a named setup, derived from ``ours`` (the user's repository options)."""
     torch = {"model_file": files.torch_weights, "classifier": "torch", "device": "cuda"}
+    asked = files.int8_onnx if ours.precision == "int8" else files.onnx  # the model of the precision asked
     specs = {
         "ours": replace(ours, model_file=files.onnx),
-        "fused": replace(ours, model_file=files.onnx, classifier="openvino", profile="fused"),  # one CPU model
+        "fused": replace(ours, model_file=asked, classifier="openvino", profile="fused"),  # one CPU model
         "int8": replace(ours, model_file=files.int8_onnx, precision="int8"),
         "ort-fp32": replace(ours, model_file=files.onnx, classifier="ort", precision="fp32"),
         # The seed example's classifier: fp32 ONNX on ONNX Runtime.
@@ -455,8 +466,7 @@ def setup_spec(setup: str, ours: RepositorySpec, files: ModelFiles) -> Repositor
         "gpu": replace(ours, **torch, profile="ours"),  # the two-step ensemble
         "fused-gpu": replace(ours, **torch, profile="fused"),
         "seed-gpu": replace(ours, **torch, profile="seed"),
-        # no server: the model of the precision asked, as the setup 'int8' serves it
-        "in-process": replace(ours, model_file=files.int8_onnx if ours.precision == "int8" else files.onnx),
+        "in-process": replace(ours, model_file=asked),  # no server
     }
     return specs[setup]
 
