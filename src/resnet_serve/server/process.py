@@ -204,6 +204,7 @@ class TritonServer:
         for orphaned in procfs.orphaned_directories(PRIVATE_DIR_PREFIX):
             shutil.rmtree(orphaned, ignore_errors=True)
         self.shm_prefix = shm.new_prefix()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)  # serve's default, build/, from any folder
         try:
             command = with_parent.command(os.getpid(), self._arguments())
             env = server_environment(self.binary)

@@ -41,6 +41,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def zombie(pid: int) -> bool:
+    """Exited, and not yet reaped by its parent (as a crashed Python stub stays until Triton unloads its model)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def stub_model(pid: int) -> str:
     """The model a stub serves, from its model.py path (``<repository>/<model>/<version>/model.py``)."""
     try:
