@@ -252,6 +252,13 @@ HTTP_ABUSE = {
     ),
     "header length past the body": ("POST", INFER, b"{}", {HEADER_LENGTH: "999"}, 400),
     "unknown model": ("POST", "/v2/models/nope/infer", b'{"inputs": []}', {}, 404),
+    # 256 tiny PNGs in 20 KB to the step made a 732 MB JSON answer and held the front 47 s
+    "infer on a step of the ensemble": ("POST", "/v2/models/preprocess/infer", b'{"inputs": []}', {}, 404),
+    "OPTIONS *": ("OPTIONS", "*", b"", {}, 404),  # aiohttp's own 404 was answered 500
+    "an id that is no text": (
+        "POST", INFER, b'{"id": "\\ud800", "inputs": [{"name": "INPUT", "datatype": "UINT8", "shape": [1, 1], '
+        b'"data": [1]}]}', {}, 400,
+    ),
     "shared-memory register": ("POST", "/v2/systemsharedmemory/region/pb/register", b"{}", {}, 404),
     "repository index": ("POST", "/v2/repository/index", b"{}", {}, 404),
     "model unload": ("POST", f"/v2/repository/models/{ENSEMBLE_NAME}/unload", b"{}", {}, 404),
@@ -309,3 +316,46 @@ def test_a_client_error_from_the_ensemble_is_400_over_http_and_invalid_argument_
         with pytest.raises(InferenceServerException) as caught:
             client.infer(ENSEMBLE_NAME, [image])
         assert expected in str(caught.value.status()) and "truncated JPEG" in caught.value.message()
+
+
+def test_a_body_not_sent_in_full_is_refused_in_time_and_the_front_keeps_answering(server, images):
+    # A client that stopped sending, or sent a bad chunk, held its connection and body for minutes.
+    import subprocess
+    import sys
+
+    from resnet_serve.server import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "resnet_serve.server.http_front", "--port", str(port), "--models", ENSEMBLE_NAME,
+               "--grpc", server.grpc_url.removeprefix("grpc://"), "--body-timeout-s", "1"]  # fmt: skip
+    front = subprocess.Popen(command)
+    try:
+        wait_until_listening("127.0.0.1", port)
+        starts = {
+            "short body": b"Content-Length: 100\r\n\r\n" + b"{" * 10,
+            "bad chunk": b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz",
+        }
+        for start in starts.values():
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                began = time.monotonic()
+                sock.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\n".encode() + start)
+                answer = sock.recv(1 << 16)
+                assert answer.split(b" ")[1] in (b"408", b"400"), answer[:200]
+                assert time.monotonic() - began < 10, answer[:200]
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", INFER, json.dumps({"inputs": [image_input(list(images["mug_tiny.jpg"]))]}))
+        assert connection.getresponse().status == 200
+    finally:
+        front.terminate()
+        front.wait(30)
+
+
+def wait_until_listening(host: str, port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {host}:{port}"
+            time.sleep(0.1)

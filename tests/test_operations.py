@@ -229,6 +229,33 @@ def test_supervise_recovers_from_every_stub_a_request_crashes_and_stops_what_rel
     assert status == [0]
 
 
+def test_supervise_starts_the_http_front_again_when_it_dies(repository, images, tmp_path):
+    # Killed for memory, say: HTTP was refused for good while gRPC served on, and nothing said so.
+    server = TritonServer(ServerSettings.on_free_ports(repository), log_path=tmp_path / "log").start()
+    stop, said = threading.Event(), []
+    watcher = threading.Thread(target=supervise, args=(server, stop, said.append))
+    try:
+        first = server.front.pid
+        os.kill(first, signal.SIGKILL)
+        watcher.start()
+        wait_for(lambda: server.front_alive() and server.front.pid != first)
+        assert said == ["the HTTP front exited (code -9); starting it again"]
+        deadline = time.monotonic() + 60
+        while True:  # answering again once it listens
+            try:
+                with TritonClassifier(server.http_url, protocol="http") as client:
+                    assert client.logits([images["mug_tiny.jpg"]]).shape == (1, 1000)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the HTTP front did not answer again"
+                time.sleep(0.2)
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join(60)
+        server.stop()
+
+
 def test_a_restart_stops_waiting_for_readiness_once_serve_is_told_to_stop(repository, tmp_path):
     server = TritonServer(ServerSettings.on_free_ports(repository), log_path=tmp_path / "log").start()
     told_to_stop = threading.Event()

@@ -218,7 +218,7 @@ class TritonServer:
                     env=self.mps.client_environment(env) if self.mps else env,
                     start_new_session=True,  # its own process group: stubs stop with it
                 )
-            self._start_front()
+            self.start_front()
             self.wait_ready(timeout, cancel)
         except BaseException:
             self.stop()
@@ -241,12 +241,13 @@ class TritonServer:
         if not self.front_alive():
             check_port_free("HTTP", settings.http_host, settings.http_port)
 
-    def _start_front(self) -> None:
+    def start_front(self) -> None:
         """Start serve's HTTP front (http_front.py) unless it runs: it answers 503 while tritonserver restarts."""
         if self.front_alive():
             return
         front = [sys.executable, "-m", "resnet_serve.server.http_front", "--host", self.settings.http_host,
-                 "--port", str(self.settings.http_port), "--grpc", self.grpc_url]  # fmt: skip
+                 "--port", str(self.settings.http_port), "--grpc", self.grpc_url,
+                 "--models", ",".join(self.settings.models)]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.front = subprocess.Popen(
                 with_parent.command(os.getpid(), front), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

@@ -112,6 +112,9 @@ def supervise(server: TritonServer, stop, log, backoff: Backoff | None = None) -
     backoff = backoff or Backoff()
     watch = StubWatch(server)
     while not stop.wait(1.0):
+        if server.front is not None and not server.front_alive():  # e.g. killed for memory: HTTP is down
+            log(f"the HTTP front exited (code {server.front.returncode}); starting it again")
+            server.start_front()
         reason = watch.problem()
         if reason is None:
             continue
