@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -450,6 +451,11 @@ class HttpFront:
             body = await asyncio.wait_for(request.read(), self.limits.body_timeout_s)
         except asyncio.TimeoutError:  # Python 3.10's is not the builtin TimeoutError
             raise BadRequest(f"the body was not sent in full within {self.limits.body_timeout_s:g} s", 408) from None
+        except BaseException:
+            # A client gone mid-body leaves what it sent in a reference cycle that only the cyclic
+            # collector frees: ten abandoned 250 MiB uploads held 3.2 GB until it happened to run.
+            asyncio.get_running_loop().call_soon(gc.collect)
+            raise
         header, binary = split_body(body, request.headers.get(HEADER_LENGTH), self.limits)
         grpc_request, binary_outputs = infer_request(model, version, header, binary, contract, self.limits)
         del body, binary
