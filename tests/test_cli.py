@@ -199,3 +199,29 @@ def test_a_url_may_carry_its_protocol(url, expected):
     from resnet_serve.client import split_url
 
     assert split_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["classify", "x.jpg", "--url", "http://[::1"], "give the server's address as host:port"),  # + a traceback
+        (["classify", "x.jpg", "--url", "127.0.0.1"], "a port from 1 to 65535"),  # went to port 443
+        (["classify", "x.jpg", "--url", "127.0.0.1:99999"], "Port out of range"),  # wrapped to 34463
+        (["classify", "x.jpg", "--ssl", "--root-certificates", "nope.pem"], "root certificates nope.pem do not"),
+        (["classify", "x.jpg", "--top-k", "-3"], "argument --top-k: must be 1 or more, got -3"),  # printed 997
+        (["classify", "x.jpg", "--timeout", "0"], "argument --timeout: must be more than 0 seconds"),
+        (["serve", "--http-port", "99999"], "argument --http-port: must be 1 to 65535, got 99999"),
+        (["bench", "--seconds", "0"], "argument --seconds: must be more than 0 seconds"),  # ZeroDivisionError
+        (["bench", "--concurrency", "1,0"], "argument --concurrency: must be 1 or more, got 0"),
+        (["bench", "--images-per-request", "0"], "argument --images-per-request: must be 1 or more"),
+        (["repo", "--max-batch-size", "0"], "max_batch_size must be from 1 to"),  # served, then refused all
+        (["bench", "--json", "/nonexistent/x.json"], "cannot write results to /nonexistent/x.json"),  # after the run
+    ],
+)
+def test_a_mistaken_option_is_one_line_that_says_what_to_do(args, words, images, tmp_path):
+    photo = tmp_path / "x.jpg"
+    photo.write_bytes(images["mug_tiny.jpg"])
+    args = [str(photo) if arg == "x.jpg" else arg for arg in args]
+    result = run_cli(*args, *(["--output", str(tmp_path / "repo")] if args[0] == "repo" else []))
+    assert result.returncode != 0 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr

@@ -170,9 +170,9 @@ def test_native_backend_config_for_nvidias_image(tmp_path, onnx_model):
 def test_an_openvino_ir_is_installed_as_xml_and_bin(tmp_path):
     import openvino as ov
 
-    xml = tmp_path / "resnet50.int8.xml"
+    xml = tmp_path / "resnet50.xml"
     ov.save_model(ov.convert_model(tiny_onnx(tmp_path / "tiny.onnx")), xml)  # a real IR, tiny
-    spec = RepositorySpec(model_file=xml, classifier="openvino", precision="int8")
+    spec = RepositorySpec(model_file=xml, classifier="openvino", precision="fp32")
     root = write_repository(tmp_path / "repo", spec)
     version = root / "resnet50_openvino" / "1"
     assert sorted(path.name for path in version.iterdir()) == ["model.bin", "model.py", "model.xml"]

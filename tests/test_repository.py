@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from resnet_serve.contract import labels
 from resnet_serve.images.preprocess import PreprocessOptions
+from resnet_serve.openvino_classifier import PrecisionError
 from resnet_serve.repository import (
     ENSEMBLE_NAME,
     RepositoryError,
@@ -91,11 +93,32 @@ def test_refuses_a_foreign_directory_but_rewrites_its_own(tmp_path, fake_onnx):
     assert not (ours / "stale_model").exists()
 
 
-def test_negative_counts_and_limits_are_refused_in_words(tmp_path, fake_onnx):
-    with pytest.raises(RepositoryError, match=r"max_queue_wait_ms must be 0 .* or more, got -1"):
-        RepositorySpec(model_file=fake_onnx, max_queue_wait_ms=-1)
-    with pytest.raises(RepositoryError, match=r"max_request_decode_ms must be 0 .* or more, got -5"):
-        RepositorySpec(model_file=fake_onnx, preprocess=PreprocessOptions(max_request_decode_ms=-5))
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"max_queue_wait_ms": -1}, "max_queue_wait_ms must be from 0 to 2147483647 (0: auto, or no limit), got -1"),
+        ({"max_request_decode_ms": -5}, "max_request_decode_ms must be from 0 to"),
+        ({"max_batch_size": 0}, "max_batch_size must be from 1 to 2147483647, got 0"),  # served, then refused all
+        ({"max_queue_size": -5}, "max_queue_size must be from 0 to"),  # emptied the repository being rewritten
+        ({"classifier_instances": 0}, "classifier_instances must be from 1 to"),
+        ({"classifier_run_batch": 0}, "classifier_run_batch must be from 1 to"),
+        ({"max_pixels": 0}, "max_pixels must be from 1 to"),
+        ({"max_request_bytes": 2**40}, "max_request_bytes must be from 1 to 2147483647, got 1099511627776"),
+    ],
+)
+def test_counts_and_limits_out_of_range_are_refused_in_words(fake_onnx, values, words):
+    preprocess = {name: value for name, value in values.items() if hasattr(PreprocessOptions(), name)}
+    own = {name: value for name, value in values.items() if name not in preprocess}
+    with pytest.raises(RepositoryError, match=re.escape(words)):
+        RepositorySpec(model_file=fake_onnx, preprocess=PreprocessOptions(**preprocess), **own)
+
+
+def test_a_refused_rewrite_leaves_the_repository_as_it_was(tmp_path, fake_onnx):
+    root = write_repository(tmp_path / "repo", RepositorySpec(model_file=fake_onnx))
+    before = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    with pytest.raises(PrecisionError, match="is a float model, which cannot run at precision int8"):
+        write_repository(root, RepositorySpec(model_file=fake_onnx, classifier="openvino", precision="int8"))
+    assert sorted(str(path.relative_to(root)) for path in root.rglob("*")) == before
 
 
 def test_missing_model_file_is_an_error(tmp_path):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -37,13 +38,25 @@ def split_url(url: str) -> tuple[str | None, bool, str]:
     """``grpc://host:port``, ``http(s)://host:port`` or plain ``host:port`` -> (protocol or None, TLS, host:port)."""
     scheme, found, address = url.partition("://")
     if not found:
-        return None, False, url
+        return None, False, _checked_address(url, url)
     if scheme.lower() not in SCHEMES:
         raise ClientError(f"unknown scheme {scheme!r} in {url!r}: use grpc://, http:// or https://, or host:port")
     if "/" in address.rstrip("/") or not address:
         raise ClientError(f"give the server's address as SCHEME://host:port, got {url!r}")
     protocol, tls = SCHEMES[scheme.lower()]
-    return protocol, tls, address.rstrip("/")
+    return protocol, tls, _checked_address(address.rstrip("/"), url)
+
+
+def _checked_address(address: str, url: str) -> str:
+    """``address`` if it is host:port with a port from 1 to 65535 (an IPv6 host in brackets)."""
+    try:
+        parts = urlsplit(f"//{address}")
+        port = parts.port
+    except ValueError as exc:
+        raise ClientError(f"give the server's address as host:port, got {url!r} ({exc})") from None
+    if not parts.hostname or not port:
+        raise ClientError(f"give the server's address as host:port (a port from 1 to 65535), got {url!r}")
+    return address
 
 
 # gRPC message limits of our clients (tritonclient's default is 2 GiB each way): a request carries at
@@ -180,6 +193,9 @@ class TritonClassifier:
         if tls:
             self.connection = replace(self.connection, ssl=True)
         self.url = address or DEFAULT_URLS[protocol]
+        certificates = self.connection.root_certificates
+        if certificates and not Path(certificates).is_file():
+            raise ClientError(f"root certificates {certificates} do not exist: give a PEM file")
         if protocol == "grpc":
             import tritonclient.grpc as triton
         else:

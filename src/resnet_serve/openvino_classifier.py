@@ -89,6 +89,20 @@ def is_quantized(model: ov.Model) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
 
 
+def _check_quantized(model: ov.Model, model_file: Path, precision: str) -> None:
+    quantized = is_quantized(model)
+    if quantized != (precision == "int8"):
+        what = "an int8 (quantized)" if quantized else "a float"
+        raise PrecisionError(f"{model_file} is {what} model, which cannot run at precision {precision}")
+
+
+def check_model_precision(model_file: Path, precision: str) -> None:
+    """Refuse a float model at int8, or an int8 one at another precision (PrecisionError)."""
+    import openvino as ov
+
+    _check_quantized(ov.Core().read_model(str(model_file)), model_file, precision)
+
+
 class OpenVinoClassifier:
     """Logits from an ONNX (or OpenVINO IR) model compiled once for the CPU.
 
@@ -121,10 +135,7 @@ class OpenVinoClassifier:
             capabilities = core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
         self.precision = resolve_precision(precision, capabilities)
         model = core.read_model(str(model_file))
-        quantized = is_quantized(model)
-        if quantized != (self.precision == "int8"):
-            what = "an int8 (quantized)" if quantized else "a float"
-            raise PrecisionError(f"{model_file} is {what} model, which cannot run at precision {self.precision}")
+        _check_quantized(model, model_file, self.precision)
         self.threads = threads or available_cores()
         # threads given and no busy_threads: the caller's number for every batch; no batch of
         # LOADED_FROM images when calls stay under it

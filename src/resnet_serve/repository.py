@@ -97,6 +97,14 @@ def fused_is_default(device: str, classifier: str) -> bool:
     return device == "cuda" and classifier == "torch"
 
 
+# The lowest value of each number a repository is written with (Triton's config holds 32-bit integers).
+_LOWEST = {"max_batch_size": 1, "max_queue_delay_us": 0, "max_queue_size": 0, "max_queue_wait_ms": 0,
+           "preprocess_instances": 0, "preprocess_threads": 0, "classifier_instances": 1, "classifier_threads": 0,
+           "classifier_run_batch": 1, "max_image_bytes": 1, "max_request_bytes": 1, "max_pixels": 1,
+           "max_request_pixels": 1, "max_request_decode_ms": 0}  # fmt: skip
+_INT32_MAX = 2**31 - 1
+
+
 class RepositoryError(ResnetServeError):
     """The repository cannot be written as asked."""
 
@@ -163,12 +171,11 @@ class RepositorySpec:
         for name, choices in choosing:
             if getattr(self, name) not in choices:
                 raise RepositoryError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
-        for name in ("preprocess_instances", "preprocess_threads", "classifier_threads", "max_queue_wait_ms"):
-            if getattr(self, name) < 0:
-                raise RepositoryError(f"{name} must be 0 (auto or no limit) or more, got {getattr(self, name)}")
-        if self.preprocess.max_request_decode_ms < 0:
-            raise RepositoryError(f"max_request_decode_ms must be 0 (no limit) or more, got "
-                                  f"{self.preprocess.max_request_decode_ms}")  # fmt: skip
+        for name, low in _LOWEST.items():
+            value = getattr(self.preprocess if hasattr(self.preprocess, name) else self, name)
+            if not low <= value <= _INT32_MAX:
+                meaning = " (0: auto, or no limit)" if low == 0 else ""
+                raise RepositoryError(f"{name} must be from {low} to {_INT32_MAX}{meaning}, got {value}")
         try:
             parse_gpus(self.gpus) if self.gpus else ()
         except ValueError as exc:
@@ -410,25 +417,26 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     for name in directories:  # a hand-written card's arch names the classifier step
         check_model_name(name)
     _check_free(root, spec, directories)
-    prepare_directory(root, spec.name)
+    runtime.check_model(model_file, spec.precision)
     names = card.class_labels
-    if fused:
-        fused_dir = _write_model(root, fused_config(spec), runtime.fused_source, names)
-        for source, name in runtime.files(model_file):
-            _install_file(source, fused_dir / "1" / name)
-        _write_marker(root, spec, spec.name, model_file, directories)
-        return root
-
-    if spec.served_profile == "seed":
-        preprocess_source = "seed_preprocess"
+    if fused:  # (config, model.py source, labels, holds the model file)
+        models = [(fused_config(spec), runtime.fused_source, names, True)]
     else:
-        preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
-    _write_model(root, preprocess_config(spec), preprocess_source)
-    classifier_dir = _write_model(root, classifier_config(spec), runtime.source, names)
-    for source, name in runtime.files(model_file):
-        _install_file(source, classifier_dir / "1" / name)
-    _write_model(root, ensemble_config(spec), labels=names)
-    _write_marker(root, spec, spec.classifier_name, model_file, directories)
+        if spec.served_profile == "seed":
+            preprocess_source = "seed_preprocess"
+        else:
+            preprocess_source = "preprocess_gpu" if spec.device == "cuda" else "preprocess"
+        models = [(preprocess_config(spec), preprocess_source, (), False),
+                  (classifier_config(spec), runtime.source, names, True),
+                  (ensemble_config(spec), None, names, False)]  # fmt: skip
+    # Every check done and every config made: only now is the model's old version removed (a value
+    # its config refused emptied a working repository, issue 28's review).
+    prepare_directory(root, spec.name)
+    for config, source, labels, holds_model in models:
+        model_dir = _write_model(root, config, source, labels)
+        for source_file, name in runtime.files(model_file) if holds_model else ():
+            _install_file(source_file, model_dir / "1" / name)
+    _write_marker(root, spec, spec.name if fused else spec.classifier_name, model_file, directories)
     return root
 
 

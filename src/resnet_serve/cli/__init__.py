@@ -18,8 +18,8 @@ COMMANDS = (demo, export, engine, repo, serve, classify, bench)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnet-serve",
-        description="Serve ImageNet ResNet-50 classification on NVIDIA Triton (the python_backend "
-        "'preprocessing' ensemble): build, serve, classify.",
+        description="Serve image classification (your torchvision classifier, or ImageNet ResNet-50) on NVIDIA "
+        "Triton, as the python_backend 'preprocessing' ensemble: build, serve, classify, benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"error: {exc}")
         else:  # not a mistake we foresaw: still one line, the traceback on request
             first_line = next(iter(str(exc).strip().splitlines()), "")[:300]
-            say(f"error: {exc.__class__.__name__}: {first_line} (run with --debug for the traceback)")
+            again = f"resnet-serve --debug {args.command} ... shows the traceback"
+            say(f"error: {exc.__class__.__name__}: {first_line} ({again})")
         return 1
 
 

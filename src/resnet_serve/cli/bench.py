@@ -17,8 +17,11 @@ from resnet_serve.cli.common import (
     add_server_options,
     classifier_kind,
     connection,
+    duration,
     find_server,
     repository_spec,
+    whole_number,
+    whole_numbers,
 )
 from resnet_serve.progress import say
 
@@ -36,19 +39,28 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--url", help="also (or only) bench a server already running here, as setup 'server'")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="client protocol (default grpc)")
     parser.add_argument(
-        "--concurrency", default="1,2,4,8,16,32", help="comma-separated client counts (default 1,2,4,8,16,32)"
+        "--concurrency",
+        type=whole_numbers,
+        default="1,2,4,8,16,32",
+        help="comma-separated client counts (default 1,2,4,8,16,32)",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per point (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time before each point (default 2)")
-    parser.add_argument("--images-per-request", type=int, default=1, help="images in each request (default 1)")
-    parser.add_argument("--in-process-batch", type=int, default=8, help="batch of the in-process ceiling (default 8)")
+    parser.add_argument("--seconds", type=duration(), default=10.0, help="measured time per point (default 10)")
+    parser.add_argument(
+        "--warmup", type=duration(zero=True), default=2.0, help="unmeasured time before each point (default 2)"
+    )
+    parser.add_argument(
+        "--images-per-request", type=whole_number(1), default=1, help="images in each request (default 1)"
+    )
+    parser.add_argument(
+        "--in-process-batch", type=whole_number(1), default=8, help="batch of the in-process ceiling (default 8)"
+    )
     parser.add_argument("--onnx", default=str(DEFAULT_ONNX), help=f"fp32 model (default {DEFAULT_ONNX})")
     parser.add_argument("--int8-onnx", default=str(DEFAULT_INT8), help=f"int8 model (default {DEFAULT_INT8})")
     add_runtime_option(parser)
     parser.add_argument(
         "--torch-weights", default=str(DEFAULT_TORCH), help=f"state_dict for the GPU setups (default {DEFAULT_TORCH})"
     )
-    parser.add_argument("--client-processes", type=int, default=1, help="client processes (default 1)")
+    parser.add_argument("--client-processes", type=whole_number(1), default=1, help="client processes (default 1)")
     workdir = DEFAULT_WORKDIR / "bench"
     parser.add_argument("--workdir", default=str(workdir), help=f"repositories and server logs (default {workdir})")
     parser.add_argument("--json", metavar="FILE", help="write every point as JSON")
@@ -63,10 +75,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from resnet_serve import bench
     from resnet_serve.client import read_images
+    from resnet_serve.errors import ResnetServeError
 
+    for path in filter(None, (args.json, args.csv)):  # checked before minutes of load, not after them
+        if Path(path).is_dir() or not Path(path).resolve().parent.is_dir():
+            raise ResnetServeError(f"cannot write results to {path}: give a file in a folder that exists")
     images = read_images(args.images) if args.images else bench.synthetic_photos()
     sweep = bench.Sweep(
-        concurrencies=[int(c) for c in args.concurrency.split(",")],
+        concurrencies=args.concurrency,
         seconds=args.seconds,
         warmup_s=args.warmup,
         images_per_request=args.images_per_request,

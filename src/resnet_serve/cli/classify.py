@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_serve.cli.common import add_client_options, add_connection_options, connection, print_results
+from resnet_serve.cli.common import add_client_options, add_connection_options, connection, duration, print_results
 from resnet_serve.contract import ENSEMBLE_NAME
 from resnet_serve.progress import say
 
@@ -25,7 +25,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--protocol", choices=["grpc", "http"], help="default: the --url scheme (grpc://, http://, https://), else grpc"
     )
     parser.add_argument("--model", default=ENSEMBLE_NAME, help=f"model to call (default {ENSEMBLE_NAME})")
-    parser.add_argument("--timeout", type=float, default=60.0, help="request timeout in seconds (default 60)")
+    parser.add_argument("--timeout", type=duration(), default=60.0, help="request timeout in seconds (default 60)")
     add_client_options(parser)
     add_connection_options(parser)
     return parser

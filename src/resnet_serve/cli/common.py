@@ -14,6 +14,47 @@ DEFAULT_INT8 = DEFAULT_WORKDIR / "resnet50.int8.onnx"
 RUNTIMES = ("openvino", "ort")
 
 
+def whole_number(low: int, high: int | None = None):
+    """An argparse type: an integer from ``low`` (to ``high``); a bad value is argparse's one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            upper = f" to {high}" if high is not None else " or more"
+            raise argparse.ArgumentTypeError(f"must be {low}{upper}, got {value}")
+        return value
+
+    return parse
+
+
+def duration(*, zero: bool = False):
+    """An argparse type: a finite time in seconds, more than 0 (or 0 too, where ``zero``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"must be {'0 seconds or more' if zero else 'more than 0 seconds'}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def whole_numbers(text: str) -> list[int]:
+    """An argparse type: comma-separated integers of 1 or more (e.g. client counts 1,2,4)."""
+    return [whole_number(1)(part) for part in text.split(",")]
+
+
+PORT = whole_number(1, 65535)
+
+
 def add_runtime_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
@@ -159,7 +200,7 @@ def connection(args: argparse.Namespace):
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
+    parser.add_argument("--top-k", type=whole_number(1), default=5, help="classes to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 

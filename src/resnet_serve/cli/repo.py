@@ -67,7 +67,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--classifier",
         choices=sorted(RUNTIMES),
         help="; ".join(f"{k}: <arch>_{r.step}, {r.runs_on}" for k, r in RUNTIMES.items())
-        + " (default: ort, trt with --plan)",
+        + " (default: trt with --plan, torch with --device cuda, else --runtime's: openvino)",
     )
     add_repository_options(parser)
     return parser

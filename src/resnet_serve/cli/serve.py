@@ -10,7 +10,15 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from resnet_serve.cli.common import DEFAULT_REPOSITORY, DEFAULT_WORKDIR, add_server_options, find_server
+from resnet_serve.cli.common import (
+    DEFAULT_REPOSITORY,
+    DEFAULT_WORKDIR,
+    PORT,
+    add_server_options,
+    duration,
+    find_server,
+    whole_number,
+)
 from resnet_serve.progress import say, step, warn
 from resnet_serve.server.access import AccessError, parse_key
 from resnet_serve.server.mps import MPS_MODES
@@ -56,14 +64,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--public", action="store_true", help="listen on all interfaces (0.0.0.0), with a warning")
     parser.add_argument(
         "--http-port",
-        type=int,
+        type=PORT,
         default=8000,
         help="KServe v2 HTTP port, answered by serve itself (Triton's own HTTP never starts) (default 8000)",
     )
-    parser.add_argument("--grpc-port", type=int, default=8001, help="tritonserver's gRPC port (default 8001)")
+    parser.add_argument("--grpc-port", type=PORT, default=8001, help="tritonserver's gRPC port (default 8001)")
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=PORT,
         default=8002,
         help="GET-only port for probes and Prometheus: /v2/health/live, /v2/health/ready (every model), /metrics "
         "(default 8002)",
@@ -75,9 +83,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     log = DEFAULT_WORKDIR / "tritonserver.log"
     parser.add_argument("--log-file", default=str(log), help=f"where tritonserver's log goes (default {log})")
-    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver's --log-verbose level (default 0)")
     parser.add_argument(
-        "--timeout", type=float, default=START_TIMEOUT_S, help=f"readiness wait in s (default {START_TIMEOUT_S:.0f})"
+        "--log-verbose", type=whole_number(0), default=0, help="tritonserver's --log-verbose level (default 0)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration(),
+        default=START_TIMEOUT_S,
+        help=f"readiness wait in s (default {START_TIMEOUT_S:.0f})",
     )
     key = parser.add_mutually_exclusive_group()
     key.add_argument(

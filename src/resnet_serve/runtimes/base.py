@@ -51,6 +51,9 @@ class Runtime:
         """The precision this runtime will serve for ``requested``; refuses what it cannot honour."""
         return requested
 
+    def check_model(self, model_file: Path, precision: str) -> None:
+        """Refuse a model file it cannot serve at ``precision`` (the resolved one), before anything is written."""
+
     def configure(self, config: mc.ModelConfig, spec: RepositorySpec) -> None:
         """Its backend or platform, instance group and parameters."""
         raise NotImplementedError

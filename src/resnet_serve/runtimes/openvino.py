@@ -10,6 +10,7 @@ from pathlib import Path
 from resnet_serve.openvino_classifier import (
     OpenVinoClassifier,
     PrecisionError,
+    check_model_precision,
     check_precision_name,
     cpu_capabilities,
     model_files,
@@ -39,6 +40,9 @@ class OpenVinoPython(OpenVino):
     def precision(self, requested: str) -> str:
         """Resolved now, for this machine's CPU (the one expected to serve), so the repository records it."""
         return resolve_precision(requested, cpu_capabilities())
+
+    def check_model(self, model_file: Path, precision: str) -> None:
+        check_model_precision(model_file, precision)
 
     def configure(self, config, spec) -> None:
         config.backend = "python"
