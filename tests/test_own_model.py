@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +78,16 @@ def test_card_round_trips_and_is_shared_by_the_files_of_one_export(tmp_path):
         ({"num_classes": 12, "labels": ("a", "b")}, "2 labels for 12 classes"),
         ({"resize": 200}, "resize (200) must be at least the input size (224)"),
         ({"interpolation": "nearest"}, "interpolation must be one of bilinear, bicubic, got 'nearest'"),
-        ({"std": (0.2, 0.0, 0.2)}, "std values must be positive"),
+        ({"std": (0.2, 0.0, 0.2)}, "std values are for pixels scaled to 0-1, so 0.001 to 1"),
+        ({"std": (1e-30, 1, 1)}, "so 0.001 to 1, got [1e-30, 1, 1]"),
+        ({"mean": (float("nan"), 0.4, 0.4)}, "mean values are for pixels scaled to 0-1, so 0 to 1, got [nan"),
+        ({"mean": (120, 110, 100)}, "so 0 to 1, got [120, 110, 100]"),  # ImageNet's on 0-255: served garbage
+        ({"resize": 100_000_000}, "resize must be at most 4096 pixels"),
         ({"num_classes": 0}, "1 or more, got 0"),
     ],
 )
 def test_cards_no_image_could_be_fed_with_are_refused(values, message):
-    with pytest.raises(ModelCardError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ModelCardError, match=re.escape(message)):
         ModelCard(**values)
 
 
@@ -145,6 +150,9 @@ def test_export_describes_an_onnx_model_made_elsewhere_and_repo_serves_its_shape
     preprocess = read_config(root / "preprocess" / "config.pbtxt")
     assert list(preprocess.output[0].dims) == [3, 192, 192]
     assert preprocess.parameters["interpolation"].string_value == "bicubic"
+    again = run_cli("export", "--onnx", str(ten))  # replaced the card with ImageNet's defaults, in silence
+    assert again.returncode == 1 and "already has a card" in again.stderr and "delete it first" in again.stderr
+    assert read_card(ten) == card
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,10 @@ class ModelCard:
             raise ModelCardError(f"{where}: {exc}") from None
 
 
+MAX_SIDE = 4096  # the largest resize (and so input size) a card may ask for
+MIN_STD = 1e-3  # smaller would multiply a pixel's noise by 1,000 or more
+
+
 def check_preprocessing(
     input_size: int, resize: int, interpolation: str, mean: Sequence[float], std: Sequence[float]
 ) -> None:
@@ -108,10 +112,16 @@ def check_preprocessing(
         raise ModelCardError(f"resize ({resize}) must be at least the input size ({input_size})")
     if interpolation not in INTERPOLATIONS:
         raise ModelCardError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    if resize > MAX_SIDE:
+        raise ModelCardError(f"resize must be at most {MAX_SIDE} pixels, got {resize}")
     if len(mean) != 3 or len(std) != 3:
         raise ModelCardError(f"mean and std need 3 values (R, G, B), got {len(mean)} and {len(std)}")
-    if not all(value > 0 for value in std):
-        raise ModelCardError(f"std values must be positive, got {list(std)}")
+    # On pixels scaled to 0-1, as torchvision's transforms give them: a NaN, or ImageNet's mean on the
+    # 0-255 scale (120, 110, 100), was written and served, and every image got the same answer.
+    if not all(0 <= value <= 1 for value in mean):
+        raise ModelCardError(f"mean values are for pixels scaled to 0-1, so 0 to 1, got {list(mean)}")
+    if not all(MIN_STD <= value <= 1 for value in std):
+        raise ModelCardError(f"std values are for pixels scaled to 0-1, so {MIN_STD} to 1, got {list(std)}")
 
 
 def numbered_labels(count: int) -> tuple[str, ...]:

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe_onnx(args: argparse.Namespace) -> int:
-    from resnet_serve.model_card import ModelCardError, describe_onnx, write_card
+    from resnet_serve.model_card import ModelCardError, card_path, describe_onnx, read_card, write_card
 
     if args.weights or args.random_weights or args.int8 or args.output:
         raise ModelCardError("--onnx describes a model exported elsewhere: --weights, --random-weights, --int8 and "
@@ -113,6 +113,9 @@ def _describe_onnx(args: argparse.Namespace) -> int:
     model_file = Path(args.onnx)
     if not model_file.is_file():
         raise ModelCardError(f"ONNX file {model_file} does not exist")
+    if (existing := read_card(model_file)) is not None:  # it replaced export's card with ImageNet's defaults
+        raise ModelCardError(f"{model_file} already has a card, {card_path(model_file)} ({existing.summary()}): "
+                             "delete it first to describe the model anew")  # fmt: skip
     labels = model_classes(args)[1] if args.labels else ()
     card = describe_onnx(model_file, num_classes=args.num_classes, labels=labels, **_preprocessing(args))
     say(f"Model: {card.summary()}")
