@@ -225,3 +225,33 @@ def test_a_mistaken_option_is_one_line_that_says_what_to_do(args, words, images,
     result = run_cli(*args, *(["--output", str(tmp_path / "repo")] if args[0] == "repo" else []))
     assert result.returncode != 0 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+
+
+@pytest.mark.server
+def test_serve_names_the_model_that_did_not_load_and_why(onnx_model, tmp_path):
+    # The cause was one row of Triton's tables, inside 40 lines of log; here, no TensorRT backend.
+    from resnet_serve.server import free_port
+
+    repository = tmp_path / "repo"
+    assert run_cli("repo", "--plan", str(onnx_model), "--output", str(repository)).returncode == 0
+    ports = [f"--{name}-port={free_port()}" for name in ("http", "grpc", "metrics")]
+    result = run_cli("serve", "--repository", str(repository), *ports, "--log-file", str(tmp_path / "log"))
+    assert result.returncode == 1
+    assert (
+        "model resnet50_trt did not load: Invalid argument: unable to find backend library for backend "
+        "'tensorrt'" in result.stderr
+    ), result.stderr
+    assert "| Model" not in result.stderr and "Traceback" not in result.stderr  # the row, not the tables
+
+
+def test_load_failures_are_read_from_tritons_model_table():
+    from resnet_serve.server.process import load_failures
+
+    log = """+------------+---------+------------------------------------------+
+| Model      | Version | Status                                   |
++------------+---------+------------------------------------------+
+| preprocess | 1       | READY                                    |
+| mine_ort   | 1       | UNAVAILABLE: Internal: ValueError: bad   |
++------------+---------+------------------------------------------+"""
+    assert load_failures(log) == ["model mine_ort did not load: Internal: ValueError: bad"]
+    assert load_failures("I1203 server.cc:674] started") == []

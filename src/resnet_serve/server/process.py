@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -146,6 +147,15 @@ class ServerSettings:
         return ["--model-control-mode=explicit", "--load-model=*", *restricted]
 
 
+_MODEL_ROW = re.compile(r"^\| (?P<model>\S+)\s+\| (?P<version>\d+)\s+\| UNAVAILABLE: (?P<why>.*?)\s*\|$")
+
+
+def load_failures(log: str) -> list[str]:
+    """``model M did not load: WHY`` for each UNAVAILABLE row of the model table Triton logs at start."""
+    rows = filter(None, map(_MODEL_ROW.match, log.splitlines()))
+    return [f"model {row['model']} did not load: {row['why']}" for row in rows]
+
+
 class TritonServer:
     """One tritonserver process and serve's HTTP front for it: ``with TritonServer(settings) as server: ...``.
 
@@ -161,6 +171,7 @@ class TritonServer:
         self.front: subprocess.Popen | None = None  # http_front.py, kept across restarts of tritonserver
         self._channel: grpc.Channel | None = None
         self.shm_prefix = ""  # this start's Python-backend region names (shm.py)
+        self._log_start = 0  # where this start's lines begin in the log (it is appended to)
         self.private_dir: Path | None = None  # this server's own directory (mode 0700): the metrics socket
         self.mps: MpsDaemon | None = None
         self.gpu_sharing = ""  # how the GPUs' instances share them (mps.py), for serve to say
@@ -205,6 +216,7 @@ class TritonServer:
             shutil.rmtree(orphaned, ignore_errors=True)
         self.shm_prefix = shm.new_prefix()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)  # serve's default, build/, from any folder
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0  # this start's lines
         try:
             command = with_parent.command(os.getpid(), self._arguments())
             env = server_environment(self.binary)
@@ -299,11 +311,17 @@ class TritonServer:
         raise ServerError(f"tritonserver was not ready after {timeout:.0f} s\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
+        """What this start wrote to the log: the models that did not load and why, where Triton's table
+        says so (the cause was one row of 40 lines of tables), else its last ``lines`` lines."""
         try:
-            text = self.log_path.read_text(errors="replace").splitlines()
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
         except OSError:
             return ""
-        return f"--- last lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+        if failures := load_failures(text):
+            return "\n".join(failures) + f"\n(tritonserver's log: {self.log_path})"
+        return f"--- last lines of {self.log_path} ---\n" + "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop tritonserver (``stop_server``), then the HTTP front."""
