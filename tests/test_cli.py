@@ -72,6 +72,13 @@ def test_classify_splits_more_images_than_the_servers_max_batch(server, images, 
     assert len({entry["top"][0]["index"] for entry in report["images"]}) == 1  # the same image, the same answer
 
 
+def test_classify_against_a_step_of_the_ensemble_says_which_model_to_call(server, images, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(images["mug_tiny.jpg"])
+    result = run_cli("classify", str(photo), "--url", server.grpc_url, "--model", "preprocess")
+    assert result.returncode == 1 and "model preprocess gives no OUTPUT (classes)" in result.stderr, result.stderr
+
+
 def test_url_may_name_its_protocol_and_a_wrong_one_is_one_line(server, images, tmp_path):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(images["mug_500x375.jpg"])
@@ -216,12 +223,14 @@ def test_a_url_may_carry_its_protocol(url, expected):
         (["bench", "--images-per-request", "0"], "argument --images-per-request: must be 1 or more"),
         (["repo", "--max-batch-size", "0"], "max_batch_size must be from 1 to"),  # served, then refused all
         (["bench", "--json", "/nonexistent/x.json"], "cannot write results to /nonexistent/x.json"),  # after the run
+        (["serve", "--repository", "x.jpg", "mistake"], "unexpected argument 'mistake': tritonserver's own"),
+        (["repo", "--onnx", "DIR"], "is a folder"),
     ],
 )
 def test_a_mistaken_option_is_one_line_that_says_what_to_do(args, words, images, tmp_path):
     photo = tmp_path / "x.jpg"
     photo.write_bytes(images["mug_tiny.jpg"])
-    args = [str(photo) if arg == "x.jpg" else arg for arg in args]
+    args = [{"x.jpg": str(photo), "DIR": str(tmp_path)}.get(arg, arg) for arg in args]
     result = run_cli(*args, *(["--output", str(tmp_path / "repo")] if args[0] == "repo" else []))
     assert result.returncode != 0 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr

@@ -229,7 +229,10 @@ class TritonClassifier:
         config = self._client.get_model_config(self.model, headers=headers)
         if not isinstance(config, dict):  # gRPC: a ModelConfigResponse; HTTP already gives the config as JSON
             config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
-        output = next(o for o in config["output"] if o["name"] == ENSEMBLE_OUTPUT)
+        output = next((o for o in config.get("output", []) if o["name"] == ENSEMBLE_OUTPUT), None)
+        if output is None:  # e.g. a step of the ensemble
+            raise ClientError(f"model {self.model} gives no {ENSEMBLE_OUTPUT} (classes): call a model resnet-serve "
+                              f"serves for clients, e.g. {ENSEMBLE_NAME}")  # fmt: skip
         return int(config.get("max_batch_size", 0)), int(output["dims"][-1])
 
     def num_classes(self) -> int:

@@ -403,7 +403,8 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     root = Path(root)
     model_file = Path(spec.model_file)
     if not model_file.is_file():
-        raise RepositoryError(f"model file {model_file} does not exist")
+        missing = "is a folder" if model_file.is_dir() else "does not exist"
+        raise RepositoryError(f"model file {model_file} {missing}")
     card, runtime = spec.model_card, RUNTIMES[spec.classifier]
     if runtime.reads_onnx:
         check_model_shapes(model_file, card)

@@ -112,7 +112,7 @@ def _describe_onnx(args: argparse.Namespace) -> int:
                              "--output do not apply")  # fmt: skip
     model_file = Path(args.onnx)
     if not model_file.is_file():
-        raise ModelCardError(f"ONNX file {model_file} does not exist")
+        raise ModelCardError(f"ONNX file {model_file} " + ("is a folder" if model_file.is_dir() else "does not exist"))
     if (existing := read_card(model_file)) is not None:  # it replaced export's card with ImageNet's defaults
         raise ModelCardError(f"{model_file} already has a card, {card_path(model_file)} ({existing.summary()}): "
                              "delete it first to describe the model anew")  # fmt: skip

@@ -132,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     from resnet_serve.repository import model_description, read_markers, require_current_models
     from resnet_serve.server import ServerSettings, TritonServer
     from resnet_serve.server.front import StatusFront
+    from resnet_serve.server.process import check_triton_args
 
+    check_triton_args(args.triton_args)  # before the repository is read: a stray word is the first mistake
     admin_key = model_control_key(args)
     host = "0.0.0.0" if args.public else args.host
     if host not in LOOPBACK:

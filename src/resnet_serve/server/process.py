@@ -110,10 +110,7 @@ class ServerSettings:
         return cls(repository=repository, host=host, **ports, **kwargs)
 
     def command(self, binary: ServerBinary, metrics_socket: Path) -> list[str]:
-        if any(arg.startswith(("--model-control-mode", "--load-model")) for arg in self.extra_args):
-            raise ServerError("model control is set by resnet-serve: use --model-control-key HEADER=VALUE")
-        if any("restricted" in arg or "shm-region-prefix-name" in arg for arg in self.extra_args):
-            raise ServerError(f"resnet-serve sets API restrictions and shm region names, got {list(self.extra_args)}")
+        check_secured_args(self.extra_args)
         return [
             str(binary.executable),
             f"--model-repository={self.repository}",
@@ -145,6 +142,30 @@ class ServerSettings:
         except access.AccessError as exc:
             raise ServerError(str(exc)) from None
         return ["--model-control-mode=explicit", "--load-model=*", *restricted]
+
+
+# tritonserver arguments serve sets from its own options (a second value waited on the wrong port).
+OWN_ARGUMENTS = ("--grpc-port", "--grpc-address", "--http-port", "--http-address", "--allow-http", "--metrics-port",
+                 "--metrics-address", "--model-repository", "--model-store", "--backend-directory")  # fmt: skip
+
+
+def check_secured_args(extra_args: Sequence[str]) -> None:
+    """Refuse tritonserver arguments that would undo what keeps the server safe (its key, its regions)."""
+    if any(arg.startswith(("--model-control-mode", "--load-model")) for arg in extra_args):
+        raise ServerError("model control is set by resnet-serve: use --model-control-key HEADER=VALUE")
+    if any("restricted" in arg or "shm-region-prefix-name" in arg for arg in extra_args):
+        raise ServerError(f"resnet-serve sets API restrictions and shm region names, got {list(extra_args)}")
+
+
+def check_triton_args(extra_args: Sequence[str]) -> None:
+    """serve's: also refuse the arguments it sets from its own options, and words that are no arguments."""
+    check_secured_args(extra_args)
+    if owned := [arg for arg in extra_args if arg.split("=", 1)[0] in OWN_ARGUMENTS]:
+        raise ServerError(f"resnet-serve sets {owned[0].split('=', 1)[0]} itself: use serve's own options "
+                          "(--grpc-port, --http-port, --metrics-port, --host, --repository)")  # fmt: skip
+    if stray := [arg for arg in extra_args if not arg.startswith("-")]:
+        raise ServerError(f"unexpected argument {stray[0]!r}: tritonserver's own arguments go after --, "
+                          "e.g. -- --grpc-use-ssl=true")  # fmt: skip
 
 
 _MODEL_ROW = re.compile(r"^\| (?P<model>\S+)\s+\| (?P<version>\d+)\s+\| UNAVAILABLE: (?P<why>.*?)\s*\|$")
