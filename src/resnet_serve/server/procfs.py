@@ -33,20 +33,22 @@ def command_name(pid: int) -> str:
         return ""
 
 
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, Z ...), or "" when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def alive(pid: int) -> bool:
     """Running (not exited, not a zombie waiting to be reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return _state(pid) not in ("", "Z")
 
 
 def zombie(pid: int) -> bool:
     """Exited, and not yet reaped by its parent (as a crashed Python stub stays until Triton unloads its model)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return _state(pid) == "Z"
 
 
 def stub_model(pid: int) -> str:
