@@ -7,7 +7,8 @@ Steps (each printed as it goes; a short table at the end):
    does not depend on weights)
 2. classifier-only ceiling at batch 256: torch fp32 eager, fp16 channels_last eager, fp16 CUDA graph
    (cuDNN's heuristic kernels, as served by default; "tuned": kernels timed at load)
-   (and with --compile, fp16 torch.compile max-autotune with Inductor freezing, and its compile time)
+   (and with --compile, fp16 torch.compile max-autotune with Inductor freezing, and its compile time;
+   with --aoti, the AOTInductor package `repo --compiler aoti` writes, at batch 1 to 256)
 3. GPU decode + resize/crop/normalize ceiling (GpuPreprocessor) on 500x375 JPEGs at batch 256 and
    3361x2521 photos at batch 64: in this process, then in N processes at once on GPU 0 under MPS
    (--preprocess-processes), as the served instances run it
@@ -83,6 +84,33 @@ def classifier_ceiling(weights: Path, card: ModelCard, batch: int = 256) -> dict
         del classifier, model
         torch.cuda.empty_cache()
     return results
+
+
+def aoti_ceiling(weights: Path, card: ModelCard, package: Path) -> dict[str, dict[int, float]]:
+    """Issue 30: the classifier as ``repo --compiler aoti`` serves it (the AOTInductor package for batches of
+    COMPILED_FROM and more, the eager model's CUDA graphs below) against the eager fp16 CUDA graphs alone."""
+    from resnet_serve.aoti import compile_on_gpu, load
+
+    note = compile_on_gpu(weights, package, card=card, dtype="fp16", gpu=0)
+    device, size = torch.device("cuda"), card.input_size
+    start = time.perf_counter()
+    compiled = load(package, device)
+    print(f"AOTInductor package: compiled in {note.compile_s:.0f} s, loaded in {time.perf_counter() - start:.1f} s, "
+          f"parity {note.parity:.1e}", flush=True)  # fmt: skip
+    model = load_model(weights, card, device, torch.float16)
+    classifiers = {
+        "fp16 cuda graph": GraphedClassifier(model, device, torch.float16, input_size=size),
+        "with aoti": GraphedClassifier(model, device, torch.float16, input_size=size, compiled=compiled),
+    }
+    results: dict[str, dict[int, float]] = {name: {} for name in classifiers}
+    for batch in (1, 8, 16, 32, 64, 128, 256):
+        inputs = torch.randn(batch, 3, size, size, device=device).half()
+        for name, classifier in classifiers.items():
+            results[name][batch] = batch / timed(lambda c=classifier, x=inputs: c(x), max(20, 2048 // batch))
+        ratio = results["with aoti"][batch] / results["fp16 cuda graph"][batch]
+        print(f"classifier batch {batch:>3}: fp16 cuda graph {results['fp16 cuda graph'][batch]:8.0f} img/s, "
+              f"with aoti {results['with aoti'][batch]:8.0f} ({ratio:.2f}x)", flush=True)  # fmt: skip
+    return {**results, "compile_s": note.compile_s}
 
 
 def compiled_ceiling(weights: Path, card: ModelCard, batch: int = 256) -> dict[str, float]:
@@ -264,6 +292,7 @@ def main() -> None:
     parser.add_argument("--instances", default="1,2,3", help="fused-<n>inst runs: instances per GPU to compare")
     parser.add_argument("--preprocess-processes", type=int, default=8, help="preprocessors at once on GPU 0 (0: none)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile's classifier")
+    parser.add_argument("--aoti", action="store_true", help="also time the AOTInductor-compiled classifier")
     parser.add_argument("--arch", default="resnet50", help="torchvision classifier to serve (default resnet50)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +325,8 @@ def main() -> None:
     report["per_call_ms"] = per_call_costs(weights, card, [small])
     if args.compile:
         report["torch_compile"] = compiled_ceiling(weights, card)
+    if args.aoti:
+        report["aoti"] = aoti_ceiling(weights, card, work / "model.pt2")
     many = args.preprocess_processes
     cases = [("500x375", [small], 256, 1, "auto"), ("500x375", [small], 256, many, "auto"),
              ("500x375", [small], 256, many, "nvimgcodec"),  # auto takes nvImageCodec for the photos
@@ -322,6 +353,9 @@ def main() -> None:
     runs = [  # fused-gpu and gpu: the defaults (GPU_IMAGE_INSTANCES per GPU)
         ("fused-gpu", "fused-gpu", 1, concurrencies, {"gpus": one}),
         ("fused-gpu-x8", "fused-gpu", 8, concurrencies[2:6], {"gpus": one}),
+        # issue 30: the classifier compiled by AOTInductor when the repository is written
+        ("fused-aoti", "fused-gpu", 1, concurrencies, {"gpus": one, "compiler": "aoti"}),
+        ("fused-aoti-x8", "fused-gpu", 8, concurrencies[2:6], {"gpus": one, "compiler": "aoti"}),
         ("fused-gpu-nomps", "fused-gpu", 1, concurrencies, {"gpus": one, "mps": "off"}),
         ("fused-gpu-nomps-x8", "fused-gpu", 8, concurrencies[2:5], {"gpus": one, "mps": "off"}),
         ("fused-nvimg", "fused-gpu", 1, concurrencies[3:], {"gpus": one, "gpu_decoder": "nvimgcodec"}),

@@ -10,9 +10,10 @@ import sys
 import pytest
 from PIL import Image
 
+from resnet_serve.gpu_placement import visible_gpu_count
 from resnet_serve.model.weights import WEIGHTS_ENV, pretrained_cached, pretrained_weights
 
-from conftest import DATA_DIR, encode
+from conftest import DATA_DIR, encode, tiny_onnx
 
 COMMANDS = ["demo", "export", "engine", "repo", "serve", "classify", "bench"]
 
@@ -225,24 +226,43 @@ def test_a_url_may_carry_its_protocol(url, expected):
         (["bench", "--json", "/nonexistent/x.json"], "cannot write results to /nonexistent/x.json"),  # after the run
         (["serve", "--repository", "x.jpg", "mistake"], "unexpected argument 'mistake': tritonserver's own"),
         (["repo", "--onnx", "DIR"], "is a folder"),
+        (["classify", "x.jpg", "--root-certificates", "x.jpg"], "--root-certificates is the CA bundle for --ssl"),
+        (["export", "--random-weights", "--calibration", "DIR"], "--calibration calibrates the int8 model"),
+        (["repo", "--compiler", "aoti"], "--compiler aoti compiles the GPU classifier"),  # a CPU repository
+        (["demo", "EMPTY"], "holds no image files"),  # exported, served, then failed (~90 s)
+        (["repo", "--plan", "ONNX"], "is an ONNX model, not a TensorRT plan"),  # written as model.plan
+        (["export", "--random-weights", "--output", "DIR"], "is a folder: give the ONNX file's path"),  # after export
     ],
 )
 def test_a_mistaken_option_is_one_line_that_says_what_to_do(args, words, images, tmp_path):
+    tiny_onnx_file = tiny_onnx(tmp_path / "tiny.onnx")
     photo = tmp_path / "x.jpg"
     photo.write_bytes(images["mug_tiny.jpg"])
-    args = [{"x.jpg": str(photo), "DIR": str(tmp_path)}.get(arg, arg) for arg in args]
+    (tmp_path / "empty").mkdir()
+    named = {"x.jpg": str(photo), "DIR": str(tmp_path), "EMPTY": str(tmp_path / "empty"), "ONNX": str(tiny_onnx_file)}
+    args = [named.get(arg, arg) for arg in args]
     result = run_cli(*args, *(["--output", str(tmp_path / "repo")] if args[0] == "repo" else []))
     assert result.returncode != 0 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
 
 
+@pytest.mark.skipif(visible_gpu_count() > 0, reason="this machine has a GPU")
+def test_a_gpu_repository_written_without_a_gpu_says_where_to_serve_it(tmp_path):
+    weights = tmp_path / "resnet50.pt"
+    weights.write_bytes(b"state dict")
+    result = run_cli("repo", "--device", "cuda", "--torch-weights", str(weights), "--output", str(tmp_path / "repo"))
+    assert result.returncode == 0, result.stderr
+    assert "No GPU is visible here: written for GPU 0 with 8 instances each; serve it on a machine" in result.stderr
+
+
 @pytest.mark.server
-def test_serve_names_the_model_that_did_not_load_and_why(onnx_model, tmp_path):
+def test_serve_names_the_model_that_did_not_load_and_why(tmp_path):
     # The cause was one row of Triton's tables, inside 40 lines of log; here, no TensorRT backend.
     from resnet_serve.server import free_port
 
-    repository = tmp_path / "repo"
-    assert run_cli("repo", "--plan", str(onnx_model), "--output", str(repository)).returncode == 0
+    repository, plan = tmp_path / "repo", tmp_path / "resnet50.plan"
+    plan.write_bytes(b"a plan built elsewhere")
+    assert run_cli("repo", "--plan", str(plan), "--output", str(repository)).returncode == 0
     ports = [f"--{name}-port={free_port()}" for name in ("http", "grpc", "metrics")]
     result = run_cli("serve", "--repository", str(repository), *ports, "--log-file", str(tmp_path / "log"))
     assert result.returncode == 1

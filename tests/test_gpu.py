@@ -620,14 +620,18 @@ def test_fused_profile_keeps_the_ensemble_contract(tmp_path):
 
 @pytest.mark.server
 @needs_cuda
-@pytest.mark.parametrize(("profile", "mps"), [("ours", "on"), ("fused", "on"), ("fused", "off")])
-def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, mps):
+@pytest.mark.parametrize(
+    ("profile", "mps", "compiler"),
+    [("ours", "on", "none"), ("fused", "on", "none"), ("fused", "off", "none"), ("fused", "on", "aoti")],
+)
+def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, mps, compiler):
     from resnet_serve.client import TritonClassifier
     from resnet_serve.server import ServerSettings, TritonServer, expected_stub_count
 
     weights = tmp_path / "resnet50.pt"
     torch.save(model.state_dict(), weights)
-    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT, profile=profile)
+    spec = RepositorySpec(model_file=weights, classifier="torch", device="cuda", preprocess=EXACT, profile=profile,
+                          compiler=compiler)  # fmt: skip
     root = write_repository(tmp_path / "repo", spec)
     gpus = read_marker(root)["gpus"]  # every visible GPU by default
     if mps == "on" and (not shutil.which(CONTROL) or HOST_MPS):
@@ -655,6 +659,9 @@ def test_gpu_ensemble_serves_the_same_logits(tmp_path, model, images, profile, m
         assert not any(map(procfs.alive, daemon))  # stopped with tritonserver
     log = (tmp_path / "log").read_text()
     assert "failed to copy data" not in log  # GPU tensors went by DLPack, not through the host
+    served_from = "classifier model.pt2, compiled for " if compiler == "aoti" else "classifier model.pt, eager (no"
+    instances = spec.image_instances if profile == "fused" else spec.classifier_instances
+    assert log.count(served_from) == instances * len(gpus), log[-2000:]
     expected = reference_logits(model, [images[name] for name in names])
     relative = np.abs(served - expected).max() / np.abs(expected).max()
     assert relative < 2e-2, relative  # fp16 classifier + nvJPEG/torch resize vs torchvision fp32

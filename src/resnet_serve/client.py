@@ -301,11 +301,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}  # images.ch
 
 
 def image_paths(paths: Sequence[Path | str]) -> list[Path]:
-    """Files as given; directories expand to the image files in them, sorted."""
+    """Files as given; directories expand to the image files in them (not in their subfolders), sorted."""
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not inside:
+                raise FileNotFoundError(f"folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}; "
+                                        "subfolders are not read)")  # fmt: skip
+            found.extend(inside)
         elif path.is_file():
             found.append(path)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -37,7 +38,7 @@ from resnet_serve.contract import (
     PREPROCESS_OUTPUT,
     PREPROCESSED_TENSOR,
 )
-from resnet_serve.errors import ResnetServeError
+from resnet_serve.errors import ResnetServeError, not_a_file
 from resnet_serve.gpu_placement import (
     GIB_PER_IMAGE_INSTANCE,
     gpu_memory_gib,
@@ -61,6 +62,8 @@ Profile = Literal["auto", "ours", "seed", "fused"]
 ClassifierKind = Literal["openvino", "openvino_native", "ort", "onnx", "trt", "torch"]
 Device = Literal["cpu", "cuda"]
 Dtype = Literal["fp16", "fp32"]
+Compiler = Literal["none", "aoti"]
+COMPILERS: tuple[Compiler, ...] = ("none", "aoti")
 
 PROFILES: dict[str, str] = {
     "auto": "fused for the GPU's torch classifier, else ours: the fastest measured on each",
@@ -135,6 +138,11 @@ class RepositorySpec:
     deterministic: bool = option(
         True, "let cuDNN time its kernels at load: each GPU instance may answer an image in other last bits"
     )
+    compiler: Compiler = option(
+        "none",
+        "compile the GPU classifier ahead of time on this machine's GPU: aoti = AOTInductor, minutes once, "
+        "then every instance loads it (none: CUDA graphs of the eager model)",
+    )
     gpus: str = option("", "GPUs to serve on, e.g. 0,1, one pipeline each (empty: every visible GPU)")
     gpu_decoder: GpuDecoder = option(
         "auto", "GPU JPEG decoder (auto: nvImageCodec for images of 2+ MP where installed, else torchvision)"
@@ -167,7 +175,7 @@ class RepositorySpec:
 
     def __post_init__(self) -> None:
         choosing = (("profile", PROFILES), ("classifier", RUNTIMES), ("device", ("cpu", "cuda")),
-                    ("gpu_decoder", DECODERS))  # fmt: skip
+                    ("gpu_decoder", DECODERS), ("compiler", COMPILERS))  # fmt: skip
         for name, choices in choosing:
             if getattr(self, name) not in choices:
                 raise RepositoryError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
@@ -183,6 +191,10 @@ class RepositorySpec:
         if self.served_profile == "fused" and RUNTIMES[self.classifier].fused_source is None:
             fused = " or ".join(kind for kind, runtime in RUNTIMES.items() if runtime.fused_source)
             raise RepositoryError(f"the fused profile runs the {fused} classifier, not {self.classifier}")
+        if self.compiler != "none" and (self.classifier != "torch" or self.served_profile == "seed"):
+            raise RepositoryError(f"--compiler {self.compiler} compiles the GPU classifier of the fused and ours "
+                                  f"profiles (--device cuda), not the {self.classifier} one of the "
+                                  f"{self.served_profile} profile")  # fmt: skip
         check_model_name(self.name)
 
     @property
@@ -403,8 +415,7 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
     root = Path(root)
     model_file = Path(spec.model_file)
     if not model_file.is_file():
-        missing = "is a folder" if model_file.is_dir() else "does not exist"
-        raise RepositoryError(f"model file {model_file} {missing}")
+        raise RepositoryError(not_a_file("model file", model_file))
     card, runtime = spec.model_card, RUNTIMES[spec.classifier]
     if runtime.reads_onnx:
         check_model_shapes(model_file, card)
@@ -430,13 +441,15 @@ def write_repository(root: Path | str, spec: RepositorySpec) -> Path:
         models = [(preprocess_config(spec), preprocess_source, (), False),
                   (classifier_config(spec), runtime.source, names, True),
                   (ensemble_config(spec), None, names, False)]  # fmt: skip
-    # Every check done and every config made: only now is the model's old version removed (a value
-    # its config refused emptied a working repository, issue 28's review).
-    prepare_directory(root, spec.name)
-    for config, source, labels, holds_model in models:
-        model_dir = _write_model(root, config, source, labels)
-        for source_file, name in runtime.files(model_file) if holds_model else ():
-            _install_file(source_file, model_dir / "1" / name)
+    with tempfile.TemporaryDirectory(prefix="resnet-serve-") as scratch:
+        files = [*runtime.files(model_file), *runtime.build(spec, model_file, Path(scratch))]
+        # Every check done, every config and file made: only now is the model's old version removed (a
+        # value its config refused emptied a working repository, issue 28's review).
+        prepare_directory(root, spec.name)
+        for config, source, labels, holds_model in models:
+            model_dir = _write_model(root, config, source, labels)
+            for source_file, name in files if holds_model else ():
+                _install_file(source_file, model_dir / "1" / name)
     _write_marker(root, spec, spec.name if fused else spec.classifier_name, model_file, directories)
     return root
 
@@ -449,6 +462,11 @@ def _write_marker(root: Path, spec: RepositorySpec, classifier: str, model_file:
     entry["model"] = {"summary": card.summary(), "weights": card.weights, "sha256": file_sha256(model_file)}
     if spec.device == "cuda":
         entry["gpus"] = list(spec.gpu_ids)  # serve gives each the CUDA memory pool
+        if spec.compiler == "aoti":
+            from resnet_serve.aoti import NOTE_FILE  # (torch: only where it compiled)
+
+            note = json.loads((root / classifier / "1" / NOTE_FILE).read_text())
+            entry["compiled"] = f"AOTInductor for {note['target']}"  # serve prints it with the model
     else:
         entry.update(precision=spec.precision)  # what the CPU classifier runs, resolved (serve prints it)
     models = {**read_markers(root), spec.name: entry}
@@ -465,7 +483,8 @@ def model_description(marker: dict) -> str | None:
     model = marker.get("model")
     if not model:
         return None
-    return f"{model['summary']}; weights: {model['weights']}; sha256 {model['sha256'][:16]}"
+    compiled = f"; compiled by {marker['compiled']}" if marker.get("compiled") else ""
+    return f"{model['summary']}; weights: {model['weights']}; sha256 {model['sha256'][:16]}{compiled}"
 
 
 def update_marker(root: Path | str, name: str = ENSEMBLE_NAME, **values: object) -> None:

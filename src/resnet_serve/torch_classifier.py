@@ -6,16 +6,31 @@ traffic never triggers cuDNN autotuning or per-layer kernel launches from Python
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from resnet_serve.aoti import PACKAGE_FILE
 from resnet_serve.contract import IMAGE_SIZE, NUM_CLASSES
 from resnet_serve.model_card import DEFAULT_ARCH
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+EAGER = "model.pt, eager"  # what an instance serves without a compiled package that fits
+# Batches of this many images or more run the compiled package, smaller ones the eager model's CUDA graphs.
+# One H100, img/s of the classifier alone, eager CUDA graph against the package run plainly: batch 1
+# 1,154 / 589, 8 7,017 / 4,899, 16 10,229 / 8,703, 32 12,358 / 17,172, 64 13,255 / 22,601, 256 14,079 /
+# 25,285 (benchmarks/RESULTS.md, stop 41).
+COMPILED_FROM = 32
+
+
+class Loaded(NamedTuple):
+    """What an instance's classifier runs, for the server's log."""
+
+    text: str
+    warning: bool = False  # a compiled package was there and not used
 
 
 def finish(device: torch.device) -> None:
@@ -79,13 +94,21 @@ def set_kernel_choice(deterministic: bool) -> None:
 
 
 class GraphedClassifier:
-    """Logits for [N, 3, S, S] inputs of any dtype or device; fp32 [N, classes] on the GPU."""
+    """Logits for [N, 3, S, S] inputs of any dtype or device; fp32 [N, classes] on the GPU.
+
+    With a ``compiled`` model (the AOTInductor package, aoti.py), batches of ``compiled_from`` images
+    or more run it as they are, and smaller ones replay the eager model's CUDA graphs: the package cannot
+    be captured in a CUDA graph (its runner waits on events, "operation not permitted when stream is
+    capturing"), and without one its kernel launches cost more than it saves on small batches."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, use_graphs: bool = True,
-                 input_size: int = IMAGE_SIZE, deterministic: bool = True):  # fmt: skip
+                 input_size: int = IMAGE_SIZE, deterministic: bool = True, compiled: Callable | None = None,
+                 compiled_from: int = COMPILED_FROM):  # fmt: skip
         self.model, self.device, self.dtype, self.input_size = model, device, dtype, input_size
         self.buckets = sorted(buckets)
+        self.compiled, self.compiled_from = compiled, compiled_from
+        self.loaded = Loaded("the model given")  # what it runs, for the server's log (log_loaded)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         set_kernel_choice(deterministic)
         if use_graphs:
@@ -95,9 +118,16 @@ class GraphedClassifier:
         shape = (batch, 3, self.input_size, self.input_size)
         return torch.randn(shape, device=self.device).to(self.dtype).contiguous(memory_format=torch.channels_last)
 
+    def _graphed_buckets(self) -> list[int]:
+        """The buckets the eager model runs: every one, or with a compiled model those that batches under
+        ``compiled_from`` are padded to."""
+        if self.compiled is None:
+            return self.buckets
+        return [b for b in self.buckets if b <= self.bucket(self.compiled_from - 1)]
+
     @torch.inference_mode()
     def _capture(self) -> None:
-        """Tune cuDNN and capture every bucket once (largest first, sharing one memory pool).
+        """Tune cuDNN and capture each bucket the eager model runs once (largest first, one memory pool).
 
         Everything runs with ``self.device`` current and on streams of that device: ``torch.cuda.graph``
         captures on a stream of the *current* device by default, so capturing a model on cuda:1 while
@@ -107,7 +137,7 @@ class GraphedClassifier:
             pool = None
             warmup, capture = torch.cuda.Stream(self.device), torch.cuda.Stream(self.device)
             warmup.wait_stream(torch.cuda.current_stream(self.device))
-            for batch in sorted(self.buckets, reverse=True):
+            for batch in sorted(self._graphed_buckets(), reverse=True):
                 static_input = self._static_input(batch)
                 with torch.cuda.stream(warmup):
                     for _ in range(3):  # warm-up: cuDNN picks its algorithms here, not on live traffic
@@ -129,27 +159,31 @@ class GraphedClassifier:
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         inputs = inputs.to(self.device, non_blocking=True)
-        if not self.graphs:
-            return self.model(inputs.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
-        with torch.cuda.device(self.device):
-            return self._replay(inputs)
-
-    def _replay(self, inputs: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for start in range(0, len(inputs), self.buckets[-1]):
-            chunk = inputs[start : start + self.buckets[-1]]
-            graph, static_input, static_output = self.graphs[self.bucket(len(chunk))]
-            static_input[: len(chunk)].copy_(chunk)
-            graph.replay()
-            outputs.append(static_output[: len(chunk)].to(torch.float32, copy=True))  # the graph reuses it
+        largest = self.buckets[-1]  # also the compiled model's largest batch (aoti.compile_on_gpu)
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
+            outputs = [self._run(inputs[start : start + largest]) for start in range(0, len(inputs), largest)]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _run(self, chunk: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None and len(chunk) >= self.compiled_from:
+            return self.compiled(self._model_input(chunk)).float()
+        if not self.graphs:
+            return self.model(self._model_input(chunk)).float()
+        graph, static_input, static_output = self.graphs[self.bucket(len(chunk))]
+        static_input[: len(chunk)].copy_(chunk)
+        graph.replay()
+        return static_output[: len(chunk)].to(torch.float32, copy=True)  # the graph reuses it
+
+    def _model_input(self, chunk: torch.Tensor) -> torch.Tensor:
+        return chunk.to(self.dtype).contiguous(memory_format=torch.channels_last)
 
 
 def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
     """The classifier of a Triton model instance: its version's ``model.pt`` on the instance's device,
     built as the config's ``arch``, ``num_classes`` and ``input_size`` parameters say (the model card's),
     in the config's ``dtype``, with CUDA graphs unless ``cuda_graphs`` is false and cuDNN's kernels
-    chosen by timing where ``deterministic`` is false."""
+    chosen by timing where ``deterministic`` is false; and the compiled ``model.pt2`` beside it for
+    large batches, where there is one that fits (compiled_model)."""
     from resnet_serve.model_params import (
         bool_parameter,
         config_parameters,
@@ -161,8 +195,31 @@ def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
     params = config_parameters(args)
     device, dtype = cuda_device(args), torch_dtype_parameter(params)
     weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
+    compiled, loaded = compiled_model(weights.with_name(PACKAGE_FILE), device)
     arch, classes = params.get("arch", DEFAULT_ARCH), int_parameter(params, "num_classes", NUM_CLASSES)
-    model = load_state_dict_model(str(weights), device, dtype, arch, classes)
-    return GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True),
-                             input_size=int_parameter(params, "input_size", IMAGE_SIZE),
-                             deterministic=bool_parameter(params, "deterministic", True))  # fmt: skip
+    model = load_state_dict_model(str(weights), device, dtype, arch, classes)  # small batches: its CUDA graphs
+    classifier = GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True),
+                                   input_size=int_parameter(params, "input_size", IMAGE_SIZE),
+                                   deterministic=bool_parameter(params, "deterministic", True),
+                                   compiled=compiled)  # fmt: skip
+    classifier.loaded = loaded
+    return classifier
+
+
+def compiled_model(package: Path, device: torch.device) -> tuple[Callable | None, Loaded]:
+    """The AOTInductor package's model where the repository holds one that fits this GPU and torch
+    (else None: the eager model is served), and what is served."""
+    from resnet_serve.aoti import load_if_fits
+
+    if not package.exists():
+        return None, Loaded(f"{EAGER} (no {PACKAGE_FILE})")
+    model, loaded = load_if_fits(package, device)
+    if model is None:
+        return None, Loaded(f"{EAGER}, not {PACKAGE_FILE}: {loaded}", warning=True)
+    return model, Loaded(f"{loaded}, for batches of {COMPILED_FROM}+; smaller ones: {EAGER}")
+
+
+def log_loaded(pb_utils, model_name: str, classifier: GraphedClassifier) -> None:
+    """Say in the server's log what the instance serves, as a warning where a compiled package was left out."""
+    log = pb_utils.Logger.log_warn if classifier.loaded.warning else pb_utils.Logger.log_info
+    log(f"{model_name}: classifier {classifier.loaded.text}")

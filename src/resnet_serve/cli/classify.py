@@ -34,13 +34,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from tritonclient.utils import InferenceServerException
 
-    from resnet_serve.client import IMAGE_SUFFIXES, TritonClassifier, image_paths, read_images
+    from resnet_serve.client import TritonClassifier, image_paths, read_images
     from resnet_serve.errors import ResnetServeError
 
-    paths = image_paths(args.images)
-    if not paths:
-        say(f"error: no image files in {' '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        return 2
+    paths = image_paths(args.images)  # a folder without images is refused there
     with TritonClassifier(
         args.url, args.protocol, model=args.model, timeout_s=args.timeout, connection=connection(args)
     ) as client:

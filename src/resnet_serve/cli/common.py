@@ -195,6 +195,8 @@ def connection(args: argparse.Namespace):
 
     if bad := [item for item in args.header if "=" not in item]:
         raise ResnetServeError(f"--header needs KEY=VALUE, got {bad[0]!r}")
+    if args.root_certificates and not args.ssl:
+        raise ResnetServeError("--root-certificates is the CA bundle for --ssl: add --ssl, or leave it out")
     headers = dict(item.split("=", 1) for item in args.header)
     return Connection(ssl=args.ssl, root_certificates=args.root_certificates, headers=headers)
 

@@ -91,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and not args.calibration:
         say("error: --int8 needs --calibration IMG_OR_DIR (representative images, e.g. a few hundred photos)")
         return 2
+    if args.calibration and not args.int8:
+        say("error: --calibration calibrates the int8 model: add --int8, or leave --calibration out")
+        return 2
     output = Path(args.output or DEFAULT_WORKDIR / f"{args.arch}.onnx")
+    if output.is_dir():
+        say(f"error: --output {output} is a folder: give the ONNX file's path, e.g. {output / (args.arch + '.onnx')}")
+        return 2
     loaded = loaded_model(args)
     loaded.card = replace(loaded.card, **_preprocessing(args))
     export_checked(loaded, output, read_images(args.check_image), args.opset)
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe_onnx(args: argparse.Namespace) -> int:
+    from resnet_serve.errors import not_a_file
     from resnet_serve.model_card import ModelCardError, card_path, describe_onnx, read_card, write_card
 
     if args.weights or args.random_weights or args.int8 or args.output:
@@ -112,7 +119,7 @@ def _describe_onnx(args: argparse.Namespace) -> int:
                              "--output do not apply")  # fmt: skip
     model_file = Path(args.onnx)
     if not model_file.is_file():
-        raise ModelCardError(f"ONNX file {model_file} " + ("is a folder" if model_file.is_dir() else "does not exist"))
+        raise ModelCardError(not_a_file("ONNX file", model_file))
     if (existing := read_card(model_file)) is not None:  # it replaced export's card with ImageNet's defaults
         raise ModelCardError(f"{model_file} already has a card, {card_path(model_file)} ({existing.summary()}): "
                              "delete it first to describe the model anew")  # fmt: skip

@@ -96,6 +96,7 @@ def chosen_model_file(args: argparse.Namespace, classifier: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnet_serve.gpu_placement import visible_gpu_count
     from resnet_serve.repository import read_marker, write_repository
 
     classifier = chosen_classifier(args)
@@ -108,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
     )
     with step(f"Writing {spec.name} into {args.output} (classifier {spec.classifier_name}, model {spec.model_file})"):
         write_repository(args.output, spec)
-    if spec.device == "cuda":
+    if spec.device == "cuda" and not visible_gpu_count():
+        say(f"No GPU is visible here: written for GPU {', '.join(map(str, spec.gpu_ids))} with "
+            f"{spec.image_instances} instances each; serve it on a machine that has them")  # fmt: skip
+    elif spec.device == "cuda":
         say(f"GPUs {', '.join(map(str, spec.gpu_ids))}: {spec.image_instances} instances each take the images")
     say(f"Model: {spec.model_card.summary()}")
     precision = read_marker(args.output, spec.name).get("precision")

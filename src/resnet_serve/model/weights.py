@@ -21,7 +21,7 @@ import torchvision.models
 from torchvision.models import get_model, get_model_weights, list_models
 
 from resnet_serve.contract import NUM_CLASSES
-from resnet_serve.errors import ResnetServeError
+from resnet_serve.errors import ResnetServeError, not_a_file
 from resnet_serve.model_card import DEFAULT_ARCH, ModelCard
 
 RANDOM_SEED = 0
@@ -149,7 +149,7 @@ def load_weights_file(
     """``arch`` with ``num_classes`` outputs from a state_dict or torchvision-style checkpoint file."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(not_a_file("weights file", path))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

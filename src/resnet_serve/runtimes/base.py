@@ -47,6 +47,11 @@ class Runtime:
         """(source, name in the version directory) of each file the model needs."""
         return [(Path(model_file), self.model_file)]
 
+    def build(self, spec: RepositorySpec, model_file: Path, folder: Path) -> list[tuple[Path, str]]:
+        """Files it makes from the model in ``folder`` before anything is written (a compiled package), as
+        (source, name in the version directory); refuses what it cannot build (a ResnetServeError)."""
+        return []
+
     def precision(self, requested: str) -> str:
         """The precision this runtime will serve for ``requested``; refuses what it cannot honour."""
         return requested

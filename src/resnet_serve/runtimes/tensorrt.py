@@ -4,12 +4,24 @@ tensorrt_plan platform in NVIDIA's containers with a GPU."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from resnet_serve.runtimes.base import Runtime
 
 
 @dataclass(frozen=True)
 class TensorRtPlan(Runtime):
+    def check_model(self, model_file: Path, precision: str) -> None:
+        """Refuse an ONNX file given as the plan (ONNX Runtime reads it: a TensorRT engine it cannot)."""
+        from resnet_serve.model_card import ModelCardError, model_shapes
+
+        try:
+            model_shapes(model_file)
+        except ModelCardError:
+            return  # not ONNX nor OpenVINO: a plan, or what tensorrt_plan will refuse at load
+        raise ModelCardError(f"{model_file} is an ONNX model, not a TensorRT plan: serve it with --onnx, or build "
+                             "a plan from it with `resnet-serve engine` where TensorRT is installed")  # fmt: skip
+
     def configure(self, config, spec) -> None:
         from tritonclient.grpc import model_config_pb2 as mc
 

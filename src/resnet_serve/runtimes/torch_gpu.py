@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from resnet_serve.model_card import ModelCard
 from resnet_serve.runtimes.base import Runtime, set_parameters
@@ -28,6 +29,17 @@ class TorchGpu(Runtime):
         set_parameters(config, built_as)
         # Receive the preprocessed batch where it is (GPU) by DLPack instead of a host copy.
         set_parameters(config, {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
+
+    def build(self, spec, model_file: Path, folder: Path) -> list[tuple[Path, str]]:
+        """With ``--compiler aoti``: the classifier compiled by AOTInductor on the first GPU it serves on,
+        and the note of what it was built for."""
+        if spec.compiler == "none":
+            return []
+        from resnet_serve.aoti import PACKAGE_FILE, compile_on_gpu, note_path
+
+        package = folder / PACKAGE_FILE
+        compile_on_gpu(model_file, package, card=spec.model_card, dtype=spec.dtype, gpu=spec.gpu_ids[0])
+        return [(package, PACKAGE_FILE), (note_path(package), note_path(package).name)]
 
     def fused_parameters(self, spec) -> dict[str, object]:
         """What the classifier is built as (torch_classifier.instance_classifier), in either model."""

@@ -11,13 +11,14 @@ from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from resnet_serve.batching import request_slices, responses
 from resnet_serve.model_params import tensor_names
-from resnet_serve.torch_classifier import finish, instance_classifier, unless_out_of_memory
+from resnet_serve.torch_classifier import finish, instance_classifier, log_loaded, unless_out_of_memory
 
 
 class TritonPythonModel:
     def initialize(self, args):
         (self.input_name,), (self.output_name,) = tensor_names(args)
         self.classifier = instance_classifier(args)
+        log_loaded(pb_utils, args["model_name"], self.classifier)
 
     def execute(self, requests):
         return unless_out_of_memory(pb_utils, requests, self._execute)

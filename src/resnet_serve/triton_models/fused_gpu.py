@@ -10,13 +10,14 @@ import triton_python_backend_utils as pb_utils
 from resnet_serve.batching import gather_requests, request_errors, responses
 from resnet_serve.images.preprocess_gpu import GpuPreprocessor
 from resnet_serve.model_params import config_parameters, tensor_names
-from resnet_serve.torch_classifier import finish, instance_classifier, unless_out_of_memory
+from resnet_serve.torch_classifier import finish, instance_classifier, log_loaded, unless_out_of_memory
 
 
 class TritonPythonModel:
     def initialize(self, args):
         (self.input_name, self.lengths_name), (self.output_name,) = tensor_names(args)
         self.classifier = instance_classifier(args)
+        log_loaded(pb_utils, args["model_name"], self.classifier)
         params = config_parameters(args)
         self.preprocess = GpuPreprocessor.for_model(params, self.classifier.device, self.classifier.dtype)
 
