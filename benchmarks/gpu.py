@@ -110,6 +110,19 @@ def aoti_ceiling(weights: Path, card: ModelCard, package: Path) -> dict[str, dic
         ratio = results["with aoti"][batch] / results["fp16 cuda graph"][batch]
         print(f"classifier batch {batch:>3}: fp16 cuda graph {results['fp16 cuda graph'][batch]:8.0f} img/s, "
               f"with aoti {results['with aoti'][batch]:8.0f} ({ratio:.2f}x)", flush=True)  # fmt: skip
+    # Untried on a GPU so far (stop 41's review): a package loaded without its runner's thread
+    # synchronization may let a CUDA graph capture it, every bucket then on the package. Last: a failed
+    # capture may leave this process's CUDA context unusable.
+    try:
+        single = torch._inductor.aoti_load_package(str(package), run_single_threaded=True, device_index=0)
+        graphed = GraphedClassifier(single, device, torch.float16, input_size=size)
+        for batch in (1, 8, 256):
+            inputs = torch.randn(batch, 3, size, size, device=device).half()
+            rate = batch / timed(lambda x=inputs: graphed(x), max(20, 2048 // batch))
+            results.setdefault("aoti single-threaded cuda graph", {})[batch] = rate
+            print(f"classifier batch {batch:>3}: aoti single-threaded in a cuda graph {rate:8.0f} img/s", flush=True)
+    except Exception as exc:  # the finding is the message
+        print(f"aoti single-threaded in a cuda graph: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
     return {**results, "compile_s": note.compile_s}
 
 

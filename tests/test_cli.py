@@ -255,6 +255,15 @@ def test_a_gpu_repository_written_without_a_gpu_says_where_to_serve_it(tmp_path)
     assert "No GPU is visible here: written for GPU 0 with 8 instances each; serve it on a machine" in result.stderr
 
 
+def test_a_model_written_beside_others_says_how_a_running_server_gets_it(tmp_path):
+    onnx, repository = tiny_onnx(tmp_path / "tiny.onnx"), str(tmp_path / "repo")
+    first = run_cli("repo", "--onnx", str(onnx), "--runtime", "ort", "--output", repository)
+    assert first.returncode == 0 and "Beside" not in first.stderr, first.stderr
+    second = run_cli("repo", "--onnx", str(onnx), "--runtime", "ort", "--name", "mine", "--output", repository)
+    assert second.returncode == 0, second.stderr
+    assert f"Beside ensemble_python_resnet50: a serve already running on {repository} serves mine once" in second.stderr
+
+
 @pytest.mark.server
 def test_serve_names_the_model_that_did_not_load_and_why(tmp_path):
     # The cause was one row of Triton's tables, inside 40 lines of log; here, no TensorRT backend.

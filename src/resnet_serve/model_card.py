@@ -230,12 +230,26 @@ def model_shapes(model_file: Path | str) -> tuple[list[int], list[int]]:
     return inputs[0], outputs[0]
 
 
-def _onnx_shapes(model_file: Path) -> tuple[list[list[int]], list[list[int]]]:
+def _onnx_session(model_file: Path):
+    """ONNX Runtime's session of ``model_file``, graph optimizations off: shapes only."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+
+def reads_as_onnx(model_file: Path | str) -> bool:
+    """Whether ONNX Runtime reads ``model_file`` as a model (whatever its inputs and outputs)."""
+    try:
+        _onnx_session(Path(model_file))
+    except Exception:  # ONNX Runtime's own types, e.g. InvalidProtobuf
+        return False
+    return True
+
+
+def _onnx_shapes(model_file: Path) -> tuple[list[list[int]], list[list[int]]]:
+    session = _onnx_session(model_file)
 
     def dims(shape) -> list[int]:
         return [dim if isinstance(dim, int) else -1 for dim in shape]

@@ -54,11 +54,16 @@ def bool_parameter(params: Mapping[str, str], name: str, default: bool) -> bool:
     return parse_bool(value) if value else default
 
 
+def dtype_parameter(params: Mapping[str, str]) -> str:
+    """The ``dtype`` parameter of a GPU model: fp16 (the default) or fp32."""
+    return params.get("dtype", "fp16")
+
+
 def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
-    """The ``dtype`` parameter of a GPU model as a torch dtype: fp16 (the default) or fp32."""
+    """The ``dtype`` parameter of a GPU model as a torch dtype."""
     import torch  # GPU models only: the CPU models never import torch
 
-    return torch.float16 if params.get("dtype", "fp16") == "fp16" else torch.float32
+    return torch.float16 if dtype_parameter(params) == "fp16" else torch.float32
 
 
 def cuda_device(args: Mapping[str, Any]) -> torch.device:

@@ -13,17 +13,12 @@ from typing import Any, NamedTuple
 
 import torch
 
-from resnet_serve.aoti import PACKAGE_FILE
+from resnet_serve.aoti import COMPILED_FROM, PACKAGE_FILE, built_from, load_if_fits
 from resnet_serve.contract import IMAGE_SIZE, NUM_CLASSES
 from resnet_serve.model_card import DEFAULT_ARCH
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 EAGER = "model.pt, eager"  # what an instance serves without a compiled package that fits
-# Batches of this many images or more run the compiled package, smaller ones the eager model's CUDA graphs.
-# One H100, img/s of the classifier alone, eager CUDA graph against the package run plainly: batch 1
-# 1,154 / 589, 8 7,017 / 4,899, 16 10,229 / 8,703, 32 12,358 / 17,172, 64 13,255 / 22,601, 256 14,079 /
-# 25,285 (benchmarks/RESULTS.md, stop 41).
-COMPILED_FROM = 32
 
 
 class Loaded(NamedTuple):
@@ -188,6 +183,7 @@ def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
         bool_parameter,
         config_parameters,
         cuda_device,
+        dtype_parameter,
         int_parameter,
         torch_dtype_parameter,
     )
@@ -195,25 +191,25 @@ def instance_classifier(args: Mapping[str, Any]) -> GraphedClassifier:
     params = config_parameters(args)
     device, dtype = cuda_device(args), torch_dtype_parameter(params)
     weights = Path(args["model_repository"]) / args["model_version"] / "model.pt"
-    compiled, loaded = compiled_model(weights.with_name(PACKAGE_FILE), device)
     arch, classes = params.get("arch", DEFAULT_ARCH), int_parameter(params, "num_classes", NUM_CLASSES)
+    input_size = int_parameter(params, "input_size", IMAGE_SIZE)
+    compiled, loaded = compiled_model(weights, device, arch=arch, num_classes=classes,
+                                      dtype=dtype_parameter(params), input_size=input_size)  # fmt: skip
     model = load_state_dict_model(str(weights), device, dtype, arch, classes)  # small batches: its CUDA graphs
     classifier = GraphedClassifier(model, device, dtype, use_graphs=bool_parameter(params, "cuda_graphs", True),
-                                   input_size=int_parameter(params, "input_size", IMAGE_SIZE),
-                                   deterministic=bool_parameter(params, "deterministic", True),
+                                   input_size=input_size, deterministic=bool_parameter(params, "deterministic", True),
                                    compiled=compiled)  # fmt: skip
     classifier.loaded = loaded
     return classifier
 
 
-def compiled_model(package: Path, device: torch.device) -> tuple[Callable | None, Loaded]:
-    """The AOTInductor package's model where the repository holds one that fits this GPU and torch
-    (else None: the eager model is served), and what is served."""
-    from resnet_serve.aoti import load_if_fits
-
+def compiled_model(weights: Path, device: torch.device, **built_as) -> tuple[Callable | None, Loaded]:
+    """The AOTInductor package beside ``weights`` where there is one built from them as ``built_as``
+    says (aoti.built_from) for this GPU and torch (else None: the eager model is served), and what is served."""
+    package = weights.with_name(PACKAGE_FILE)
     if not package.exists():
         return None, Loaded(f"{EAGER} (no {PACKAGE_FILE})")
-    model, loaded = load_if_fits(package, device)
+    model, loaded = load_if_fits(package, device, built_from(weights, **built_as))
     if model is None:
         return None, Loaded(f"{EAGER}, not {PACKAGE_FILE}: {loaded}", warning=True)
     return model, Loaded(f"{loaded}, for batches of {COMPILED_FROM}+; smaller ones: {EAGER}")

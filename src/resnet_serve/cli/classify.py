@@ -17,7 +17,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "(UINT8 [N, L], zero-padded, with their lengths) and print each one's top-k classes, labelled by the server, "
         "or its own error beside the others' answers.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, or folders of images (not their subfolders)"
+    )
     parser.add_argument(
         "--url", help="server address: host:port, grpc://host:port or http(s)://host:port (default 127.0.0.1:8001)"
     )

@@ -97,7 +97,7 @@ def chosen_model_file(args: argparse.Namespace, classifier: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from resnet_serve.gpu_placement import visible_gpu_count
-    from resnet_serve.repository import read_marker, write_repository
+    from resnet_serve.repository import read_marker, read_markers, write_repository
 
     classifier = chosen_classifier(args)
     spec = repository_spec(
@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     elif spec.device == "cuda":
         say(f"GPUs {', '.join(map(str, spec.gpu_ids))}: {spec.image_instances} instances each take the images")
     say(f"Model: {spec.model_card.summary()}")
+    if others := sorted(set(read_markers(args.output)) - {spec.name}):
+        say(f"Beside {', '.join(others)}: a serve already running on {args.output} serves {spec.name} once "
+            "restarted, or loaded over gRPC with its model-control key (Triton's RepositoryModelLoad)")  # fmt: skip
     precision = read_marker(args.output, spec.name).get("precision")
     if precision:
         say(f"Classifier precision: {precision}")

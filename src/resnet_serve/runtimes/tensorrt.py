@@ -13,14 +13,11 @@ from resnet_serve.runtimes.base import Runtime
 class TensorRtPlan(Runtime):
     def check_model(self, model_file: Path, precision: str) -> None:
         """Refuse an ONNX file given as the plan (ONNX Runtime reads it: a TensorRT engine it cannot)."""
-        from resnet_serve.model_card import ModelCardError, model_shapes
+        from resnet_serve.model_card import ModelCardError, reads_as_onnx
 
-        try:
-            model_shapes(model_file)
-        except ModelCardError:
-            return  # not ONNX nor OpenVINO: a plan, or what tensorrt_plan will refuse at load
-        raise ModelCardError(f"{model_file} is an ONNX model, not a TensorRT plan: serve it with --onnx, or build "
-                             "a plan from it with `resnet-serve engine` where TensorRT is installed")  # fmt: skip
+        if reads_as_onnx(model_file):
+            raise ModelCardError(f"{model_file} is an ONNX model, not a TensorRT plan: serve it with --onnx, "
+                                 "or build a plan from it with `resnet-serve engine` where TensorRT is")  # fmt: skip
 
     def configure(self, config, spec) -> None:
         from tritonclient.grpc import model_config_pb2 as mc
