@@ -26,6 +26,7 @@ import torch
 
 from resnet_serve.errors import ResnetServeError
 from resnet_serve.model_card import ModelCard, file_sha256
+from resnet_serve.model_params import torch_dtype
 from resnet_serve.progress import say, step
 
 PACKAGE_FILE = "model.pt2"  # in the version directory, beside model.pt
@@ -83,12 +84,6 @@ def target(device: torch.device) -> str:
     else:
         where = f"{device.type} {platform.machine()}"
     return f"{where}, torch {torch.__version__}"
-
-
-def torch_dtype(dtype: str) -> torch.dtype:
-    from resnet_serve.model_params import torch_dtype_parameter
-
-    return torch_dtype_parameter({"dtype": dtype})
 
 
 def _input(batch: int, built: Built, device: torch.device) -> torch.Tensor:

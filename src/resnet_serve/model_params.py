@@ -59,11 +59,16 @@ def dtype_parameter(params: Mapping[str, str]) -> str:
     return params.get("dtype", "fp16")
 
 
-def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
-    """The ``dtype`` parameter of a GPU model as a torch dtype."""
+def torch_dtype(name: str) -> torch.dtype:
+    """A GPU model's dtype, fp16 or fp32 (its ``dtype`` parameter, ``repo --dtype``), as torch's."""
     import torch  # GPU models only: the CPU models never import torch
 
-    return torch.float16 if dtype_parameter(params) == "fp16" else torch.float32
+    return torch.float16 if name == "fp16" else torch.float32
+
+
+def torch_dtype_parameter(params: Mapping[str, str]) -> torch.dtype:
+    """The ``dtype`` parameter of a GPU model as a torch dtype."""
+    return torch_dtype(dtype_parameter(params))
 
 
 def cuda_device(args: Mapping[str, Any]) -> torch.device:
